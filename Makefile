@@ -1,0 +1,34 @@
+# wormvault: the two commands a new user needs are `make run` and `make test`.
+# Both bring up a private local PostgreSQL (scripts/devdb.sh) unless
+# VAULT_DATABASE_URL / VAULT_TEST_DATABASE_URL point at one.
+
+GO      ?= go
+BIN     := bin/vault
+DEVDIR  := .devdb
+
+.PHONY: build run test db db-stop vet fmt clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/vault
+
+# Start the dev database, initialise a dev vault once, print tokens and a
+# curl example, and serve on 127.0.0.1:8420.
+run: build
+	@scripts/run.sh
+
+# All tests, with the race detector, against a real PostgreSQL.
+test:
+	@scripts/test.sh
+
+db:
+	@scripts/devdb.sh start
+
+db-stop:
+	@scripts/devdb.sh stop
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+clean:
+	rm -rf bin

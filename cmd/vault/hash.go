@@ -1,0 +1,39 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/wormvault/wormvault/internal/chunk"
+)
+
+// runHash prints the BLAKE3 address of each file (or stdin for "-"), the
+// name a chunk is stored under.
+func runHash(args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("hash: want one or more files, or - for stdin")
+	}
+	for _, name := range args {
+		var r io.Reader = stdin
+		if name != "-" {
+			f, err := os.Open(name)
+			if err != nil {
+				return fmt.Errorf("hash: %w", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		hw := chunk.NewHasher()
+		if _, err := io.Copy(hw, r); err != nil {
+			return fmt.Errorf("hash: %s: %w", name, err)
+		}
+		if len(args) == 1 {
+			fmt.Fprintln(stdout, chunk.SumOf(hw))
+		} else {
+			fmt.Fprintf(stdout, "%s  %s\n", chunk.SumOf(hw), name)
+		}
+	}
+	return nil
+}

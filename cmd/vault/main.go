@@ -1,0 +1,68 @@
+// Command vault is the wormvault server and its tools: init, serve, migrate,
+// token. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "vault: %v\n", err)
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: vault <command> [flags]
+
+commands:
+  init     create a vault data directory: id, token-signing key, identity file
+  serve    run the vault server (migrates the database first)
+  migrate  apply database migrations and exit
+  token    issue or revoke access tokens
+  hash     print the BLAKE3 address of files (the name to PUT a chunk under)
+  version  print the version
+
+Run 'vault <command> -h' for a command's flags.
+`
+
+// run is main without the process: tests call it directly.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "init":
+		return runInit(ctx, rest, getenv, stdout, stderr)
+	case "serve":
+		return runServe(ctx, rest, getenv, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, getenv, stderr)
+	case "token":
+		return runToken(ctx, rest, getenv, stdout, stderr)
+	case "hash":
+		return runHash(rest, stdin, stdout)
+	case "version":
+		fmt.Fprintln(stdout, "vault", version())
+		return nil
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/wormvault/wormvault/internal/api"
+	"github.com/wormvault/wormvault/internal/auth"
+	"github.com/wormvault/wormvault/internal/clock"
+	"github.com/wormvault/wormvault/internal/config"
+	"github.com/wormvault/wormvault/internal/store"
+	"github.com/wormvault/wormvault/internal/store/disk"
+)
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := config.LoadServe(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if cfg.Dev {
+		log.Warn("DEV MODE: safety floors are relaxed; never run a real vault like this")
+	}
+	v, err := config.ReadVault(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	key, err := auth.ReadKeyFile(v.SigningKeyPath(cfg.DataDir))
+	if err != nil {
+		return fmt.Errorf("serve: token-signing key: %w", err)
+	}
+
+	pool, err := openDB(ctx, cfg.DatabaseURL, cfg.DBMaxConns, log)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	blobs, err := disk.Open(cfg.DataDir, disk.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	clk := clock.Real{}
+	st := store.New(pool, blobs, clk, log, store.NewMetrics(reg), store.Options{
+		MinRetention: cfg.MinRetention,
+		MaxChunkSize: cfg.MaxChunkSize,
+	})
+
+	// Reconcile before taking uploads: a crash may have left temp files, or
+	// content whose row never committed.
+	start := time.Now()
+	rep, err := st.Reconcile(ctx)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("reconciled disk and index", "temp_removed", rep.TempRemoved, "adopted", rep.Adopted,
+		"quarantined", rep.Quarantined, "missing", rep.Missing, "duration", time.Since(start))
+	if rep.Missing > 0 {
+		log.Error("DATA LOSS: indexed chunks have no content on disk", "count", rep.Missing, "first", rep.MissingList)
+	}
+
+	handler := api.NewHandler(api.Options{
+		Store:    st,
+		Verifier: auth.NewVerifier(key.Public().(ed25519.PublicKey), v.ID, st, clk),
+		Log:      log,
+		Registry: reg,
+	})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return serveHTTP(ctx, ln, handler, cfg, v.ID, log)
+}
+
+// serveHTTP serves until ctx is done, then shuts down gracefully: in-flight
+// uploads may finish within the shutdown timeout; after it, connections are
+// closed and an unfinished upload is discarded whole (its temp file removed,
+// no row written).
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Serve, vaultID string, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       15 * time.Minute,
+		WriteTimeout:      15 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLSCert != "" {
+			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	log.Info("vault serving", "vault_id", vaultID, "url", scheme+"://"+ln.Addr().String(), "version", version())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: waiting for in-flight requests", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown timed out; closing connections, unfinished uploads are discarded", "err", err)
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

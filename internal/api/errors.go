@@ -1,0 +1,112 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"syscall"
+
+	"github.com/wormvault/wormvault/internal/auth"
+	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/store"
+)
+
+// errBadRequest marks malformed requests detected in this package
+// (undecodable JSON, bad headers).
+var errBadRequest = errors.New("api: bad request")
+
+// statusClientClosed is nginx's convention for "the client went away"; it
+// only ever reaches the access log.
+const statusClientClosed = 499
+
+// errorStatus is the one mapping from errors to HTTP status and error code.
+// Handlers never choose a failure status themselves.
+func errorStatus(err error) (status int, code string) {
+	var (
+		invalid *store.InvalidError
+		tooBig  *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &tooBig), errors.Is(err, store.ErrTooLarge):
+		// Before the others: an oversized body surfaces as a read error
+		// wrapped by whatever was reading it.
+		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.As(err, &invalid), errors.Is(err, chunk.ErrInvalidHash), errors.Is(err, errBadRequest):
+		return http.StatusBadRequest, "invalid"
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return http.StatusUnauthorized, "unauthenticated"
+	case errors.Is(err, auth.ErrForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, store.ErrRetentionShortened):
+		return http.StatusConflict, "retention_locked"
+	case errors.Is(err, store.ErrImmutable):
+		return http.StatusConflict, "immutable"
+	case errors.Is(err, store.ErrConflict):
+		return http.StatusConflict, "conflict"
+	case errors.Is(err, chunk.ErrHashMismatch) && !errors.Is(err, store.ErrCorrupt):
+		return http.StatusUnprocessableEntity, "hash_mismatch"
+	case errors.Is(err, store.ErrUnavailable):
+		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, syscall.ENOSPC):
+		return http.StatusInsufficientStorage, "insufficient_storage"
+	case errors.Is(err, store.ErrCorrupt):
+		return http.StatusInternalServerError, "corrupt"
+	case errors.Is(err, store.ErrContentMissing):
+		return http.StatusInternalServerError, "content_missing"
+	case errors.Is(err, context.Canceled):
+		return statusClientClosed, "client_closed"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// publicMessage is what the client is told. Server-side failures get a
+// generic text: their causes (paths, SQL) go to the log only.
+func publicMessage(status int, code string, err error) string {
+	switch code {
+	case "corrupt":
+		return "stored content failed verification; it is not served (the operator has been alerted)"
+	case "content_missing":
+		return "stored content is missing; it is not served (the operator has been alerted)"
+	case "unavailable":
+		return "the vault's index is unavailable; retry later"
+	case "insufficient_storage":
+		return "the vault is out of disk space"
+	}
+	if status >= 500 {
+		return "internal error"
+	}
+	return err.Error()
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// writeError answers a failed request: status and JSON body from the one
+// mapping, and a log line whose level follows the status.
+func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := errorStatus(err)
+	ctx := r.Context()
+	switch {
+	case status >= 500:
+		h.log.ErrorContext(ctx, "request failed", "status", status, "code", code, "err", err)
+	case status == http.StatusUnauthorized:
+		h.log.WarnContext(ctx, "authentication refused", "err", err)
+	case status == statusClientClosed:
+		h.log.InfoContext(ctx, "client went away", "err", err)
+		return
+	default:
+		h.log.DebugContext(ctx, "request refused", "status", status, "code", code, "err", err)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: publicMessage(status, code, err)}})
+}

@@ -1,0 +1,82 @@
+package api
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wormvault/wormvault/internal/auth"
+	"github.com/wormvault/wormvault/internal/store"
+)
+
+// Options configures the HTTP API.
+type Options struct {
+	Store    *store.Store
+	Verifier *auth.Verifier
+	Log      *slog.Logger
+	// Registry receives the HTTP metrics and is served on /metrics. Nil:
+	// a private registry.
+	Registry *prometheus.Registry
+}
+
+type handler struct {
+	store    *store.Store
+	verifier *auth.Verifier
+	log      *slog.Logger
+	metrics  *httpMetrics
+	maxChunk int64
+	maxBatch int
+}
+
+// NewHandler returns the vault's HTTP API. The routes read like the API
+// table in docs/api.md.
+func NewHandler(o Options) http.Handler {
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	h := &handler{
+		store:    o.Store,
+		verifier: o.Verifier,
+		log:      o.Log.With("component", "api"),
+		metrics:  newHTTPMetrics(o.Registry),
+		maxChunk: o.Store.Options().MaxChunkSize,
+		maxBatch: o.Store.Options().MaxBatch,
+	}
+	const (
+		agent   = auth.RoleAgent
+		reader  = auth.RoleReader
+		auditor = auth.RoleAuditor
+		admin   = auth.RoleAdmin
+	)
+
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, h.accessLog, h.recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, r, errNoRoute)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, r, errMethodNotAllowed)
+	})
+
+	r.Get("/healthz", h.healthz)
+	r.Get("/readyz", h.readyz)
+	r.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(h.authenticate)
+
+		r.With(h.require(agent)).Put("/chunks/{hash}", h.putChunk)
+		r.With(h.require(agent, reader, auditor, admin)).Head("/chunks/{hash}", h.headChunk)
+		r.With(h.require(reader)).Get("/chunks/{hash}", h.getChunk)
+		r.With(h.require(agent)).Post("/chunks/missing", h.missingChunks)
+		r.With(h.require(agent)).Post("/chunks/retain", h.retainChunks)
+		r.With(h.require(auditor, admin)).Get("/chunks/{hash}/retention", h.chunkRetention)
+
+		r.With(h.require(auditor)).Get("/audit", h.auditEntries)
+	})
+	return r
+}

@@ -1,0 +1,155 @@
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/wormvault/wormvault/internal/clock"
+)
+
+const (
+	// MaxAuthorizationLen bounds the Authorization header and a raw token,
+	// checked before any parsing (CVE-2025-30204 class of amplification).
+	MaxAuthorizationLen = 4096
+	// leeway tolerates clock skew between issuer and verifier.
+	leeway = 30 * time.Second
+)
+
+// Revocations reports whether a token id was revoked.
+type Revocations interface {
+	// IsRevoked reports whether jti was revoked. A non-nil error means the
+	// answer is unknown (for example, the database is down).
+	IsRevoked(ctx context.Context, jti string) (bool, error)
+}
+
+// Verifier checks access tokens for one vault. It is safe for concurrent use.
+type Verifier struct {
+	pub     ed25519.PublicKey
+	kid     string
+	revoked Revocations
+	parser  *jwt.Parser
+}
+
+// NewVerifier returns a Verifier accepting tokens signed by pub for the vault
+// vaultID and not revoked according to revoked. It panics if pub is not an
+// Ed25519 public key, vaultID is empty, or revoked or clk is nil: those are
+// wiring bugs, and failing open on them is not an option.
+func NewVerifier(pub ed25519.PublicKey, vaultID string, revoked Revocations, clk clock.Clock) *Verifier {
+	if len(pub) != ed25519.PublicKeySize {
+		panic("auth: NewVerifier: key is not an Ed25519 public key")
+	}
+	if vaultID == "" {
+		panic("auth: NewVerifier: empty vault id")
+	}
+	if revoked == nil {
+		panic("auth: NewVerifier: nil Revocations")
+	}
+	if clk == nil {
+		panic("auth: NewVerifier: nil clock")
+	}
+	k := make(ed25519.PublicKey, len(pub))
+	copy(k, pub)
+	return &Verifier{
+		pub:     k,
+		kid:     keyID(k),
+		revoked: revoked,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+			jwt.WithIssuer(tokenIssuer),
+			jwt.WithAudience(vaultID),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithLeeway(leeway),
+			jwt.WithTimeFunc(clk.Now),
+			jwt.WithStrictDecoding(),
+		),
+	}
+}
+
+// Verify parses and checks raw, a compact JWT without the "Bearer " prefix,
+// and returns its Principal. Every failure returns an error wrapping
+// ErrUnauthenticated, except a failing revocation lookup: that error is
+// returned wrapped as itself (not ErrUnauthenticated) so the caller can
+// answer 503. Errors never contain the token.
+func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
+	if raw == "" {
+		return Principal{}, fmt.Errorf("%w: empty token", ErrUnauthenticated)
+	}
+	if len(raw) > MaxAuthorizationLen {
+		return Principal{}, fmt.Errorf("%w: token too long", ErrUnauthenticated)
+	}
+	var c Claims
+	// Any error at all is a rejection; never branch on the kind of jwt error
+	// (CVE-2024-51744).
+	t, err := v.parser.ParseWithClaims(raw, &c, v.keyFunc)
+	if err != nil {
+		return Principal{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	}
+	if !t.Valid || c.ExpiresAt == nil {
+		return Principal{}, fmt.Errorf("%w: invalid token", ErrUnauthenticated)
+	}
+
+	// Only now, with a genuine token, ask the database: forged tokens must not
+	// be able to generate load on it.
+	revoked, err := v.revoked.IsRevoked(ctx, c.ID)
+	if err != nil {
+		return Principal{}, fmt.Errorf("auth: check revocation: %w", err)
+	}
+	if revoked {
+		return Principal{}, fmt.Errorf("%w: token revoked", ErrUnauthenticated)
+	}
+	return Principal{Subject: c.Subject, Role: c.Role, JTI: c.ID, ExpiresAt: c.ExpiresAt.Time}, nil
+}
+
+// keyFunc returns our public key for tokens that name it. It receives the
+// unverified token, so it trusts nothing in it: jku, x5u and jwk headers are
+// never read.
+func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+	// Second pin of the algorithm, independent of WithValidMethods.
+	if _, ok := t.Method.(*jwt.SigningMethodEd25519); !ok {
+		return nil, errors.New("auth: unexpected signing method")
+	}
+	if typ, ok := t.Header["typ"].(string); !ok || typ != tokenType {
+		return nil, errors.New("auth: wrong token type")
+	}
+	if kid, ok := t.Header["kid"].(string); !ok || kid != v.kid {
+		return nil, errors.New("auth: unknown key id")
+	}
+	// RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
+	if _, ok := t.Header["crit"]; ok {
+		return nil, errors.New("auth: unsupported critical header")
+	}
+	return v.pub, nil
+}
+
+// FromRequest verifies the token in r's "Authorization: Bearer <jwt>" header
+// (scheme case-insensitive), with Verify's error contract. A missing or
+// repeated header, another scheme, or a header longer than
+// MaxAuthorizationLen bytes returns ErrUnauthenticated before any parsing.
+func (v *Verifier) FromRequest(r *http.Request) (Principal, error) {
+	values := r.Header.Values("Authorization")
+	switch {
+	case len(values) == 0:
+		return Principal{}, fmt.Errorf("%w: missing authorization header", ErrUnauthenticated)
+	case len(values) > 1:
+		return Principal{}, fmt.Errorf("%w: repeated authorization header", ErrUnauthenticated)
+	case len(values[0]) > MaxAuthorizationLen:
+		return Principal{}, fmt.Errorf("%w: authorization header too long", ErrUnauthenticated)
+	}
+	scheme, raw, ok := strings.Cut(values[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return Principal{}, fmt.Errorf("%w: authorization scheme is not Bearer", ErrUnauthenticated)
+	}
+	raw = strings.Trim(raw, " ")
+	if raw == "" || strings.ContainsAny(raw, " \t") {
+		return Principal{}, fmt.Errorf("%w: malformed bearer token", ErrUnauthenticated)
+	}
+	return v.Verify(r.Context(), raw)
+}

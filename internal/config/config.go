@@ -1,0 +1,184 @@
+// Package config loads the vault server's settings from flags and VAULT_*
+// environment variables (flags win), and refuses unsafe ones.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults.
+const (
+	DefaultListen       = "127.0.0.1:8420"
+	DefaultMaxChunkSize = 64 << 20
+	DefaultMinRetention = 30 * 24 * time.Hour
+	DefaultDBMaxConns   = 16
+	// MaxChunkSizeLimit bounds the configurable chunk size: a chunk is a
+	// unit of dedup and of streaming, not a whole backup.
+	MaxChunkSizeLimit = 1 << 30
+	// SafeMinRetention is the smallest minimum retention allowed outside
+	// dev mode: below a day, "immutable" would mean little.
+	SafeMinRetention = 24 * time.Hour
+)
+
+// ErrUnsafe is wrapped by Validate's refusals.
+var ErrUnsafe = errors.New("config: unsafe setting")
+
+// Serve is the configuration of `vault serve`.
+type Serve struct {
+	DataDir         string
+	DatabaseURL     string
+	Listen          string
+	TLSCert         string
+	TLSKey          string
+	MaxChunkSize    int64
+	MinRetention    time.Duration
+	DBMaxConns      int
+	LogFormat       string // "json" or "text"
+	LogLevel        string // "debug", "info", "warn", "error"
+	ShutdownTimeout time.Duration
+	// Dev relaxes the safety floors (short retention) for local trials; the
+	// server logs it loudly at start.
+	Dev bool
+	// AllowPlaintext allows plain HTTP on a non-loopback address, for
+	// deployments behind a TLS-terminating proxy (e.g. docker-compose).
+	AllowPlaintext bool
+}
+
+// LoadServe parses args (without the subcommand name) over the environment
+// read through getenv.
+func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Serve, error) {
+	var c Serve
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		if file := getenv(name + "_FILE"); file != "" {
+			// Secrets such as the database URL may come from a file.
+			if b, err := os.ReadFile(file); err == nil {
+				return strings.TrimSpace(string(b))
+			}
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.DataDir, "data-dir", env("VAULT_DATA_DIR", ""), "vault data directory, made by `vault init` (VAULT_DATA_DIR)")
+	fs.StringVar(&c.DatabaseURL, "database-url", env("VAULT_DATABASE_URL", ""), "PostgreSQL URL (VAULT_DATABASE_URL, or VAULT_DATABASE_URL_FILE)")
+	fs.StringVar(&c.Listen, "listen", env("VAULT_LISTEN", DefaultListen), "listen address (VAULT_LISTEN)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("VAULT_TLS_CERT", ""), "TLS certificate file (VAULT_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env("VAULT_TLS_KEY", ""), "TLS key file (VAULT_TLS_KEY)")
+	maxChunk := fs.String("max-chunk-size", env("VAULT_MAX_CHUNK_SIZE", "64MiB"), "largest chunk accepted (VAULT_MAX_CHUNK_SIZE)")
+	minRet := fs.String("min-retention", env("VAULT_MIN_RETENTION", "30d"), "minimum retention of every chunk (VAULT_MIN_RETENTION)")
+	fs.IntVar(&c.DBMaxConns, "db-max-conns", atoi(env("VAULT_DB_MAX_CONNS", ""), DefaultDBMaxConns), "database pool size (VAULT_DB_MAX_CONNS)")
+	fs.StringVar(&c.LogFormat, "log-format", env("VAULT_LOG_FORMAT", "json"), "log format: json or text (VAULT_LOG_FORMAT)")
+	fs.StringVar(&c.LogLevel, "log-level", env("VAULT_LOG_LEVEL", "info"), "log level: debug, info, warn, error (VAULT_LOG_LEVEL)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run on at shutdown")
+	fs.BoolVar(&c.Dev, "dev", env("VAULT_DEV", "") == "1", "dev mode: relax safety floors, loudly (VAULT_DEV=1)")
+	fs.BoolVar(&c.AllowPlaintext, "allow-plaintext", env("VAULT_ALLOW_PLAINTEXT", "") == "1", "allow plain HTTP on a non-loopback address (VAULT_ALLOW_PLAINTEXT=1)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("config: unexpected arguments: %q", fs.Args())
+	}
+	var err error
+	if c.MaxChunkSize, err = ParseSize(*maxChunk); err != nil {
+		return c, fmt.Errorf("config: max chunk size: %w", err)
+	}
+	if c.MinRetention, err = ParseDuration(*minRet); err != nil {
+		return c, fmt.Errorf("config: min retention: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// Validate refuses settings that are incomplete or unsafe, with a message
+// that says what to do.
+func (c Serve) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("config: no data directory: pass --data-dir or set VAULT_DATA_DIR (create one with `vault init`)")
+	case c.DatabaseURL == "":
+		return errors.New("config: no database: pass --database-url or set VAULT_DATABASE_URL")
+	case c.MaxChunkSize < 1024 || c.MaxChunkSize > MaxChunkSizeLimit:
+		return fmt.Errorf("%w: max chunk size %d must be between 1KiB and 1GiB", ErrUnsafe, c.MaxChunkSize)
+	case c.MinRetention <= 0:
+		return fmt.Errorf("%w: min retention must be positive, got %s", ErrUnsafe, c.MinRetention)
+	case c.MinRetention < SafeMinRetention && !c.Dev:
+		return fmt.Errorf("%w: min retention %s is below %s; only --dev allows that", ErrUnsafe, c.MinRetention, SafeMinRetention)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("config: --tls-cert and --tls-key go together")
+	case c.DBMaxConns < 2:
+		return fmt.Errorf("config: db max conns must be at least 2, got %d", c.DBMaxConns)
+	case c.LogFormat != "json" && c.LogFormat != "text":
+		return fmt.Errorf("config: log format must be json or text, got %q", c.LogFormat)
+	}
+	if c.TLSCert == "" && !c.AllowPlaintext && !isLoopback(c.Listen) {
+		return fmt.Errorf("%w: plain HTTP on %s would send tokens and data in the clear: "+
+			"give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --allow-plaintext behind a TLS proxy", ErrUnsafe, c.Listen)
+	}
+	return nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func atoi(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	return def
+}
+
+// ParseDuration is time.ParseDuration plus a "d" (24h) unit: "30d", "36h".
+func ParseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseFloat(n, 64)
+		if err != nil || days < 0 || days > 365*1000 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(days * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q", s)
+	}
+	return d, nil
+}
+
+// ParseSize reads a byte count with an optional binary unit: "4096",
+// "64KiB", "1MiB", "1GiB".
+func ParseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,343 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wormvault/wormvault/internal/chunk"
+)
+
+// Chunk is a stored chunk's index row.
+type Chunk struct {
+	Hash        chunk.Hash
+	Size        int64
+	Seq         int64
+	StoredAt    time.Time
+	RetainUntil time.Time
+	UploadedBy  string
+}
+
+type chunkRow struct {
+	Hash        []byte    `db:"hash"`
+	Size        int64     `db:"size"`
+	Seq         int64     `db:"seq"`
+	StoredAt    time.Time `db:"stored_at"`
+	RetainUntil time.Time `db:"retain_until"`
+	UploadedBy  string    `db:"uploaded_by"`
+}
+
+func (r chunkRow) chunk() Chunk {
+	h, _ := chunk.FromBytes(r.Hash) // the CHECK constraint guarantees 32 bytes
+	return Chunk{Hash: h, Size: r.Size, Seq: r.Seq, StoredAt: r.StoredAt, RetainUntil: r.RetainUntil, UploadedBy: r.UploadedBy}
+}
+
+const chunkColumns = "hash, size, seq, stored_at, retain_until, uploaded_by"
+
+// PutResult tells what PutChunk did.
+type PutResult struct {
+	Chunk   Chunk
+	Created bool // false: the chunk was already stored
+}
+
+const insertChunkSQL = `
+INSERT INTO chunks (hash, size, stored_at, retain_until, uploaded_by)
+VALUES (@hash, @size, @now, @until, @by)
+ON CONFLICT (hash) DO NOTHING
+RETURNING ` + chunkColumns
+
+// PutChunk stores body under h for uploader, retained until at least
+// retainUntil (zero: the minimum retention). It returns only once the content
+// is durable and the index row committed (invariant 4); on any error nothing
+// new is visible.
+//
+// A chunk already stored is not rewritten, but its body is still hashed in
+// full: a client must not be able to claim a hash without holding the
+// content, and a different body under a known hash is refused with
+// chunk.ErrHashMismatch. Retention is then extended if asked, never shortened.
+func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, body io.Reader, retainUntil time.Time) (PutResult, error) {
+	now := s.clk.Now()
+	until, err := s.retainUntil(now, retainUntil)
+	if err != nil {
+		return PutResult{}, err
+	}
+	body = &limitReader{r: body, max: s.opts.MaxChunkSize}
+
+	// Look the chunk up first: if the index is down this fails before any
+	// disk work, and an already stored chunk takes the cheap path.
+	existing, err := s.Stat(ctx, h)
+	switch {
+	case err == nil:
+		return s.putExisting(ctx, uploader, existing, body, extendTo(retainUntil, until))
+	case !errors.Is(err, ErrNotFound):
+		return PutResult{}, err
+	}
+
+	size, err := s.blobs.Put(ctx, h, body)
+	if err != nil {
+		return PutResult{}, fmt.Errorf("store: put chunk %s: %w", h, err)
+	}
+	// The content is durable. If the insert fails, the file stays without a
+	// row: invisible to every reader, and adopted by the next reconcile or a
+	// retried upload. Removing it here could race a concurrent upload of the
+	// same chunk that has already committed its row.
+	rows, _ := s.pool.Query(ctx, insertChunkSQL, pgx.NamedArgs{
+		"hash": h[:], "size": size, "now": now, "until": until, "by": uploader,
+	})
+	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[chunkRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		// A concurrent upload of the same chunk committed first: both
+		// callers succeed, and this one may still extend retention.
+		existing, err := s.Stat(ctx, h)
+		if err != nil {
+			return PutResult{}, err
+		}
+		c, err := s.extend(ctx, uploader, existing, extendTo(retainUntil, until))
+		return PutResult{Chunk: c}, err
+	}
+	if err != nil {
+		return PutResult{}, dbErr("insert chunk", err)
+	}
+	s.metrics.chunksStored.Inc()
+	s.metrics.bytesStored.Add(float64(size))
+	return PutResult{Chunk: row.chunk(), Created: true}, nil
+}
+
+// putExisting handles an upload of a chunk the index already has.
+func (s *Store) putExisting(ctx context.Context, uploader string, c Chunk, body io.Reader, until time.Time) (PutResult, error) {
+	if _, err := s.blobs.Stat(ctx, c.Hash); errors.Is(err, ErrNotFound) {
+		// The row survived but the content did not (data loss): the upload
+		// carries the content, so restore it. Put verifies the hash.
+		if _, err := s.blobs.Put(ctx, c.Hash, body); err != nil {
+			return PutResult{}, fmt.Errorf("store: restore missing content of %s: %w", c.Hash, err)
+		}
+		s.log.WarnContext(ctx, "restored missing chunk content from an upload", "hash", c.Hash.String(), "subject", uploader)
+	} else if err != nil {
+		return PutResult{}, fmt.Errorf("store: stat chunk %s: %w", c.Hash, err)
+	} else {
+		vr := chunk.NewVerifyingReader(body, c.Hash)
+		buf := copyBufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(io.Discard, vr, *buf)
+		copyBufs.Put(buf)
+		if err != nil {
+			return PutResult{}, fmt.Errorf("store: verify re-upload of %s: %w", c.Hash, err)
+		}
+	}
+	s.metrics.dedupHits.Inc()
+	c, err := s.extend(ctx, uploader, c, until)
+	return PutResult{Chunk: c}, err
+}
+
+// extendTo is the retention an upload of an already stored chunk asks for:
+// only an explicit request extends it; a plain re-upload changes nothing.
+func extendTo(requested, effective time.Time) time.Time {
+	if requested.IsZero() {
+		return time.Time{}
+	}
+	return effective
+}
+
+// extend raises one chunk's retention to until if that is later, with its
+// audit entry in the same transaction.
+func (s *Store) extend(ctx context.Context, actor string, c Chunk, until time.Time) (Chunk, error) {
+	if !until.After(c.RetainUntil) {
+		return c, nil
+	}
+	res, err := s.Retain(ctx, actor, []chunk.Hash{c.Hash}, until)
+	if err != nil {
+		return c, err
+	}
+	if res.Extended == 0 {
+		return c, nil
+	}
+	return s.Stat(ctx, c.Hash) // the row as stored, at the database's precision
+}
+
+const statChunkSQL = `SELECT ` + chunkColumns + ` FROM chunks WHERE hash = $1`
+
+// Stat returns a chunk's index row, or ErrNotFound.
+func (s *Store) Stat(ctx context.Context, h chunk.Hash) (Chunk, error) {
+	rows, _ := s.pool.Query(ctx, statChunkSQL, h[:])
+	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[chunkRow])
+	if err != nil {
+		return Chunk{}, dbErr(fmt.Sprintf("stat chunk %s", h), err)
+	}
+	return row.chunk(), nil
+}
+
+const presentChunksSQL = `SELECT hash FROM chunks WHERE hash = ANY($1)`
+
+// Missing returns, in request order and without duplicates, the hashes that
+// are not stored.
+func (s *Store) Missing(ctx context.Context, hashes []chunk.Hash) ([]chunk.Hash, error) {
+	if len(hashes) > s.opts.MaxBatch {
+		return nil, invalid("hashes", "%d hashes, at most %d per request", len(hashes), s.opts.MaxBatch)
+	}
+	present, err := s.present(ctx, s.pool, hashes)
+	if err != nil {
+		return nil, err
+	}
+	missing := make([]chunk.Hash, 0, len(hashes)-len(present))
+	for _, h := range hashes {
+		if _, ok := present[h]; !ok {
+			present[h] = struct{}{} // report each hash once
+			missing = append(missing, h)
+		}
+	}
+	return missing, nil
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func (s *Store) present(ctx context.Context, q querier, hashes []chunk.Hash) (map[chunk.Hash]struct{}, error) {
+	keys := make([][]byte, len(hashes))
+	for i := range hashes {
+		keys[i] = hashes[i][:]
+	}
+	rows, _ := q.Query(ctx, presentChunksSQL, keys)
+	found, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, dbErr("look up chunks", err)
+	}
+	present := make(map[chunk.Hash]struct{}, len(found))
+	for _, b := range found {
+		h, _ := chunk.FromBytes(b)
+		present[h] = struct{}{}
+	}
+	return present, nil
+}
+
+// RetainResult tells what Retain did.
+type RetainResult struct {
+	RetainUntil time.Time
+	Extended    int          // chunks whose retention moved to RetainUntil
+	Unchanged   int          // chunks already retained at least that long
+	NotFound    []chunk.Hash // hashes that are not stored
+}
+
+const extendRetentionSQL = `
+UPDATE chunks SET retain_until = @until
+WHERE hash = ANY(@hashes) AND retain_until < @until
+RETURNING hash`
+
+// Retain extends the retention of the listed chunks to until. Retention is
+// extend-only: a chunk already retained longer is left as it is and counted
+// as unchanged, never shortened. A date that is not in the future is
+// refused. The change and its audit entry commit together.
+func (s *Store) Retain(ctx context.Context, actor string, hashes []chunk.Hash, until time.Time) (RetainResult, error) {
+	now := s.clk.Now()
+	switch {
+	case len(hashes) == 0:
+		return RetainResult{}, invalid("hashes", "at least one hash is required")
+	case len(hashes) > s.opts.MaxBatch:
+		return RetainResult{}, invalid("hashes", "%d hashes, at most %d per request", len(hashes), s.opts.MaxBatch)
+	case !until.After(now):
+		return RetainResult{}, invalid("retain_until", "must be in the future")
+	case until.After(now.Add(s.opts.MaxRetention)):
+		return RetainResult{}, invalid("retain_until", "more than %s ahead", s.opts.MaxRetention)
+	}
+	hashes = dedup(hashes)
+	keys := make([][]byte, len(hashes))
+	for i := range hashes {
+		keys[i] = hashes[i][:]
+	}
+	res := RetainResult{RetainUntil: until}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		present, err := s.present(ctx, tx, hashes)
+		if err != nil {
+			return err
+		}
+		for _, h := range hashes {
+			if _, ok := present[h]; !ok {
+				res.NotFound = append(res.NotFound, h)
+			}
+		}
+		rows, _ := tx.Query(ctx, extendRetentionSQL, pgx.NamedArgs{"until": until, "hashes": keys})
+		extended, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			return dbErr("extend retention", err)
+		}
+		res.Extended = len(extended)
+		res.Unchanged = len(present) - len(extended)
+		if len(extended) == 0 {
+			return nil
+		}
+		list := make([]string, len(extended))
+		for i, b := range extended {
+			h, _ := chunk.FromBytes(b)
+			list[i] = h.String()
+		}
+		return appendAudit(ctx, tx, now, actor, "chunk.retain", map[string]any{
+			"retain_until": until.UTC(), "hashes": list,
+		})
+	})
+	if err != nil {
+		return RetainResult{}, dbErr("retain", err)
+	}
+	return res, nil
+}
+
+func dedup(hashes []chunk.Hash) []chunk.Hash {
+	seen := make(map[chunk.Hash]struct{}, len(hashes))
+	out := hashes[:0:0]
+	for _, h := range hashes {
+		if _, ok := seen[h]; !ok {
+			seen[h] = struct{}{}
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// OpenChunk returns a stored chunk's content, verified. The whole content is
+// hashed before OpenChunk returns, so corrupt content is reported as
+// ErrCorrupt before a single byte is served; the returned reader verifies
+// again while streaming (the file could change between the passes) and
+// fails its last Read with chunk.ErrHashMismatch if it does.
+func (s *Store) OpenChunk(ctx context.Context, h chunk.Hash) (io.ReadCloser, Chunk, error) {
+	c, err := s.Stat(ctx, h)
+	if err != nil {
+		return nil, Chunk{}, err
+	}
+	f, size, err := s.blobs.Open(ctx, h)
+	if errors.Is(err, ErrNotFound) {
+		s.metrics.contentMissing.Inc()
+		s.log.ErrorContext(ctx, "data loss: indexed chunk has no content", "hash", h.String())
+		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w", h, ErrContentMissing)
+	}
+	if err != nil {
+		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w", h, err)
+	}
+	if err := s.verify(f, h, size, c.Size); err != nil {
+		f.Close()
+		s.metrics.corrupt.Inc()
+		s.log.ErrorContext(ctx, "corrupt chunk refused", "hash", h.String(), "err", err)
+		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w: %w", h, ErrCorrupt, err)
+	}
+	return readCloser{chunk.NewVerifyingReader(f, h), f}, c, nil
+}
+
+// verify hashes f in full and rewinds it.
+func (s *Store) verify(f io.ReadSeeker, h chunk.Hash, size, want int64) error {
+	if size != want {
+		return fmt.Errorf("size %d, index says %d", size, want)
+	}
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	if _, err := io.CopyBuffer(io.Discard, chunk.NewVerifyingReader(f, h), *buf); err != nil {
+		return err
+	}
+	_, err := f.Seek(0, io.SeekStart)
+	return err
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}

@@ -1,0 +1,172 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/wormvault/wormvault/internal/clock"
+)
+
+// Defaults for Options.
+const (
+	DefaultMinRetention = 30 * 24 * time.Hour
+	DefaultMaxRetention = 100 * 365 * 24 * time.Hour
+	DefaultMaxChunkSize = 64 << 20
+	DefaultMaxBatch     = 10_000
+)
+
+// Options tunes a Store. Zero fields take the defaults.
+type Options struct {
+	// MinRetention is how long every new chunk is kept at least.
+	MinRetention time.Duration
+	// MaxRetention bounds how far ahead retain_until may be set: retention
+	// can never be shortened, so a typo such as year 9999 must be refused
+	// rather than lock data forever.
+	MaxRetention time.Duration
+	// MaxChunkSize is the largest chunk accepted, in bytes.
+	MaxChunkSize int64
+	// MaxBatch is the most hashes one Missing or Retain call may name.
+	MaxBatch int
+}
+
+func (o *Options) setDefaults() {
+	if o.MinRetention == 0 {
+		o.MinRetention = DefaultMinRetention
+	}
+	if o.MaxRetention == 0 {
+		o.MaxRetention = DefaultMaxRetention
+	}
+	if o.MaxChunkSize == 0 {
+		o.MaxChunkSize = DefaultMaxChunkSize
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+}
+
+// Store is the vault's chunk store: content in Blobs, index in PostgreSQL.
+// It is safe for concurrent use.
+type Store struct {
+	pool    *pgxpool.Pool
+	blobs   Blobs
+	clk     clock.Clock
+	log     *slog.Logger
+	opts    Options
+	metrics *Metrics
+}
+
+// New returns a Store over an open pool and blob store. metrics may be nil.
+func New(pool *pgxpool.Pool, blobs Blobs, clk clock.Clock, log *slog.Logger, metrics *Metrics, opts Options) *Store {
+	opts.setDefaults()
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	return &Store{pool: pool, blobs: blobs, clk: clk, log: log.With("component", "store"), opts: opts, metrics: metrics}
+}
+
+// Options returns the store's effective options.
+func (s *Store) Options() Options { return s.opts }
+
+// Ping reports whether the index database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return dbErr("ping", err)
+	}
+	return nil
+}
+
+// Custom SQLSTATEs raised by the triggers in migrations/.
+const (
+	sqlstateRetentionShortened = "WV001"
+	sqlstateImmutableChunk     = "WV002"
+	sqlstateNoDelete           = "WV003"
+	sqlstateAppendOnly         = "WV004"
+	sqlstateUniqueViolation    = "23505"
+)
+
+// dbErr translates a driver error once, at the store boundary, so callers
+// and the HTTP layer only ever see the store's sentinels.
+func dbErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if isStoreErr(err) {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("store: %s: %w", op, ErrNotFound)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == sqlstateRetentionShortened:
+			return fmt.Errorf("store: %s: %w: %s", op, ErrRetentionShortened, pgErr.Message)
+		case pgErr.Code == sqlstateImmutableChunk, pgErr.Code == sqlstateNoDelete, pgErr.Code == sqlstateAppendOnly:
+			return fmt.Errorf("store: %s: %w: %s", op, ErrImmutable, pgErr.Message)
+		case pgErr.Code == sqlstateUniqueViolation:
+			return fmt.Errorf("store: %s: %w: %s", op, ErrConflict, pgErr.Message)
+		case pgErr.Code[:2] == "08", pgErr.Code[:2] == "53", pgErr.Code[:3] == "57P":
+			// Connection exceptions, insufficient resources, operator
+			// intervention (shutdown): the database is not usable now.
+			return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
+		}
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	// Anything else from the driver (refused connection, broken socket,
+	// pool closed) means the index cannot be reached: the caller may retry.
+	return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
+}
+
+// retainUntil decides a new chunk's retention: at least now+MinRetention,
+// later if asked, never past now+MaxRetention.
+func (s *Store) retainUntil(now, requested time.Time) (time.Time, error) {
+	floor := now.Add(s.opts.MinRetention)
+	if requested.IsZero() || requested.Before(floor) {
+		return floor, nil
+	}
+	if requested.After(now.Add(s.opts.MaxRetention)) {
+		return time.Time{}, invalid("retain_until", "more than %s ahead", s.opts.MaxRetention)
+	}
+	return requested, nil
+}
+
+// limitReader fails with ErrTooLarge once more than max bytes are read, so
+// the store never writes an oversized chunk whatever its caller checked.
+type limitReader struct {
+	r   io.Reader
+	max int64
+	n   int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if l.n > l.max {
+		return 0, fmt.Errorf("store: chunk larger than %d bytes: %w", l.max, ErrTooLarge)
+	}
+	return n, err
+}
+
+// isStoreErr reports whether err already carries one of the store's own
+// meanings, which dbErr must pass through rather than reinterpret.
+func isStoreErr(err error) bool {
+	var inv *InvalidError
+	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
+		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return errors.As(err, &inv)
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# devdb.sh: a private, local PostgreSQL for `make run` and `make test`.
+#
+#   scripts/devdb.sh start   install (Debian, as root) if missing, init, start; print the URLs
+#   scripts/devdb.sh stop    stop the server
+#   scripts/devdb.sh status  say whether it runs
+#
+# The cluster lives under .devdb/ in the work tree (git-ignored) when the
+# server's user can reach it, otherwise under /var/tmp. It listens on
+# 127.0.0.1 only, on port $VAULT_PG_PORT (default 55432), with password
+# authentication for the application role "vault". PostgreSQL refuses to run
+# as root, so as root the server runs as the "postgres" system user.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+port=${VAULT_PG_PORT:-55432}
+state="$top/.devdb"
+mkdir -p "$state"
+log() { printf 'devdb: %s\n' "$*" >&2; }
+
+find_bindir() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return 0; }
+  return 1
+}
+
+ensure_installed() {
+  if find_bindir >/dev/null; then return 0; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    log "PostgreSQL is not installed. Install it (Debian: sudo apt-get install postgresql) or set VAULT_DATABASE_URL."
+    exit 1
+  fi
+  log "installing PostgreSQL (apt-get install postgresql)..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq postgresql >&2
+  find_bindir >/dev/null || { log "PostgreSQL install failed"; exit 1; }
+}
+
+# run_as_owner CMD...: run as the cluster owner (postgres when we are root).
+owner=$(id -un)
+run_as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pick_datadir() {
+  if [ -f "$state/datadir" ]; then cat "$state/datadir"; return; fi
+  local d="$state/pg"
+  if [ "$(id -u)" -eq 0 ]; then
+    mkdir -p "$d"
+    chown postgres:postgres "$d"
+    # The server user must be able to reach the work tree; /root usually is not.
+    if ! runuser -u postgres -- test -w "$d"; then
+      rmdir "$d" 2>/dev/null || true
+      d="/var/tmp/wormvault-devdb-$(printf '%s' "$top" | sha256sum | cut -c1-12)"
+      mkdir -p "$d"
+      chown postgres:postgres "$d"
+    fi
+  fi
+  echo "$d" >"$state/datadir"
+  echo "$d"
+}
+
+start() {
+  ensure_installed
+  local bin datadir sock pw
+  bin=$(find_bindir)
+  datadir=$(pick_datadir)
+  sock="$datadir/sock"
+  if [ "$(id -u)" -eq 0 ]; then owner=postgres; fi
+  if [ ! -f "$state/password" ]; then
+    (umask 077; head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$state/password")
+  fi
+  pw=$(cat "$state/password")
+
+  if [ ! -f "$datadir/PG_VERSION" ]; then
+    log "initialising cluster in $datadir"
+    run_as_owner "$bin/initdb" -D "$datadir" -U "$owner" --auth-local=peer --auth-host=scram-sha-256 \
+      -E UTF8 --locale=C.UTF-8 >"$state/initdb.log" 2>&1 || { cat "$state/initdb.log" >&2; exit 1; }
+    run_as_owner mkdir -p "$sock"
+  fi
+  if ! run_as_owner "$bin/pg_ctl" -D "$datadir" status >/dev/null 2>&1; then
+    log "starting PostgreSQL on 127.0.0.1:$port"
+    run_as_owner "$bin/pg_ctl" -D "$datadir" -w -t 60 -l "$datadir/server.log" \
+      -o "-p $port -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300" start >&2 \
+      || { run_as_owner tail -n 30 "$datadir/server.log" >&2; exit 1; }
+  fi
+  # The application role owns nothing it could use to bypass the vault's
+  # triggers by accident: it is not a superuser. CREATEDB lets tests make
+  # their own databases.
+  run_as_owner "$bin/psql" -h "$sock" -p "$port" -U "$owner" -d postgres -v ON_ERROR_STOP=1 -q >/dev/null <<SQL
+SELECT 'ok';
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vault') THEN
+    CREATE ROLE vault LOGIN NOSUPERUSER CREATEDB PASSWORD '$pw';
+  ELSE
+    ALTER ROLE vault LOGIN NOSUPERUSER CREATEDB PASSWORD '$pw';
+  END IF;
+END \$\$;
+SELECT 'CREATE DATABASE vault OWNER vault' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'vault') \gexec
+SQL
+  local base="postgres://vault:$pw@127.0.0.1:$port"
+  printf 'VAULT_DATABASE_URL=%s/vault\nVAULT_TEST_DATABASE_URL=%s/postgres\n' "$base" "$base" >"$state/env"
+  chmod 600 "$state/env"
+  cat "$state/env"
+}
+
+stop() {
+  local bin datadir
+  bin=$(find_bindir) || exit 0
+  [ -f "$state/datadir" ] || exit 0
+  datadir=$(cat "$state/datadir")
+  run_as_owner "$bin/pg_ctl" -D "$datadir" -m fast stop >&2 || true
+}
+
+status() {
+  local bin datadir
+  bin=$(find_bindir) || { echo "not installed"; exit 1; }
+  [ -f "$state/datadir" ] || { echo "not initialised"; exit 1; }
+  datadir=$(cat "$state/datadir")
+  run_as_owner "$bin/pg_ctl" -D "$datadir" status
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
