@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/wormvault/wormvault/internal/config"
 )
 
 func main() {
@@ -45,6 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return errors.New("no command given")
 	}
 	cmd, rest := args[0], args[1:]
+	getenv = config.WithFiles(getenv)
 	switch cmd {
 	case "init":
 		return runInit(ctx, rest, getenv, stdout, stderr)

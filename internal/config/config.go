@@ -56,15 +56,10 @@ type Serve struct {
 // read through getenv.
 func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Serve, error) {
 	var c Serve
+	getenv = WithFiles(getenv)
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
 			return v
-		}
-		if file := getenv(name + "_FILE"); file != "" {
-			// Secrets such as the database URL may come from a file.
-			if b, err := os.ReadFile(file); err == nil {
-				return strings.TrimSpace(string(b))
-			}
 		}
 		return def
 	}
@@ -125,6 +120,23 @@ func (c Serve) Validate() error {
 			"give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --allow-plaintext behind a TLS proxy", ErrUnsafe, c.Listen)
 	}
 	return nil
+}
+
+// WithFiles wraps getenv so that an unset VAULT_X is read from the file
+// named by VAULT_X_FILE, if any: secrets such as the database URL need not
+// sit in the environment.
+func WithFiles(getenv func(string) string) func(string) string {
+	return func(name string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		if file := getenv(name + "_FILE"); file != "" {
+			if b, err := os.ReadFile(file); err == nil {
+				return strings.TrimSpace(string(b))
+			}
+		}
+		return ""
+	}
 }
 
 func isLoopback(addr string) bool {

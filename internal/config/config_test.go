@@ -1,0 +1,138 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadServe(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"VAULT_DATA_DIR": "/d", "VAULT_DATABASE_URL": "postgres://x"}
+	c, err := LoadServe(nil, envOf(base), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != DefaultListen || c.MaxChunkSize != DefaultMaxChunkSize || c.MinRetention != DefaultMinRetention {
+		t.Errorf("defaults = %+v", c)
+	}
+	c, err = LoadServe([]string{"--max-chunk-size", "8MiB", "--min-retention", "90d"}, envOf(base), io.Discard)
+	if err != nil || c.MaxChunkSize != 8<<20 || c.MinRetention != 90*24*time.Hour {
+		t.Errorf("flags: %+v, %v", c, err)
+	}
+}
+
+func TestLoadServeRefusesUnsafe(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"VAULT_DATA_DIR": "/d", "VAULT_DATABASE_URL": "postgres://x"}
+	tests := []struct {
+		name   string
+		args   []string
+		env    map[string]string
+		unsafe bool
+		want   string
+	}{
+		{name: "no data dir", env: map[string]string{"VAULT_DATABASE_URL": "postgres://x"}, want: "data directory"},
+		{name: "no database", env: map[string]string{"VAULT_DATA_DIR": "/d"}, want: "database"},
+		{name: "short retention", args: []string{"--min-retention", "1h"}, unsafe: true, want: "--dev"},
+		{name: "zero retention even in dev", args: []string{"--min-retention", "0s", "--dev"}, unsafe: true, want: "positive"},
+		{name: "zero chunk size", args: []string{"--max-chunk-size", "0"}, unsafe: true, want: "chunk size"},
+		{name: "huge chunk size", args: []string{"--max-chunk-size", "2GiB"}, unsafe: true, want: "chunk size"},
+		{name: "plaintext on all interfaces", args: []string{"--listen", "0.0.0.0:8420"}, unsafe: true, want: "plain HTTP"},
+		{name: "tls cert without key", args: []string{"--tls-cert", "c.pem"}, want: "together"},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, want: "log format"},
+		{name: "bad size", args: []string{"--max-chunk-size", "lots"}, want: "invalid size"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := tt.env
+			if env == nil {
+				env = base
+			}
+			_, err := LoadServe(tt.args, envOf(env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want mention of %q", err, tt.want)
+			}
+			if tt.unsafe && !errors.Is(err, ErrUnsafe) {
+				t.Errorf("err = %v, want ErrUnsafe", err)
+			}
+		})
+	}
+	// What dev mode and explicit opt-ins allow.
+	for _, args := range [][]string{
+		{"--min-retention", "1h", "--dev"},
+		{"--listen", "0.0.0.0:8420", "--allow-plaintext"},
+		{"--listen", "[::1]:8420"},
+		{"--listen", "localhost:8420"},
+	} {
+		if _, err := LoadServe(args, envOf(base), io.Discard); err != nil {
+			t.Errorf("LoadServe(%q) = %v, want accepted", args, err)
+		}
+	}
+}
+
+func TestWithFiles(t *testing.T) {
+	t.Parallel()
+	f := filepath.Join(t.TempDir(), "url")
+	os.WriteFile(f, []byte("postgres://secret\n"), 0o600)
+	get := WithFiles(envOf(map[string]string{"VAULT_DATABASE_URL_FILE": f, "VAULT_LISTEN": "a"}))
+	if got := get("VAULT_DATABASE_URL"); got != "postgres://secret" {
+		t.Errorf("from file = %q", got)
+	}
+	if got := get("VAULT_LISTEN"); got != "a" {
+		t.Errorf("plain = %q", got)
+	}
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	durations := map[string]time.Duration{"30d": 30 * 24 * time.Hour, "1.5d": 36 * time.Hour, "90m": 90 * time.Minute}
+	for in, want := range durations {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "d", "-1d", "x", "10"} {
+		if _, err := ParseDuration(bad); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", bad)
+		}
+	}
+	sizes := map[string]int64{"4096": 4096, "64KiB": 64 << 10, "1MiB": 1 << 20, "2GiB": 2 << 30, "10B": 10}
+	for in, want := range sizes {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1", "1TiB", "1.5MiB"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}
+
+func TestVaultFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := ReadVault(dir); err == nil {
+		t.Fatal("ReadVault of an empty dir succeeded")
+	}
+	v := Vault{ID: "wv-1", SigningKey: SigningKeyFile}
+	if err := WriteVault(dir, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteVault(dir, Vault{ID: "wv-2", SigningKey: "x"}); err == nil {
+		t.Fatal("WriteVault overwrote an existing vault")
+	}
+	got, err := ReadVault(dir)
+	if err != nil || got.ID != "wv-1" || got.SigningKeyPath(dir) != filepath.Join(dir, SigningKeyFile) {
+		t.Errorf("ReadVault = %+v, %v", got, err)
+	}
+}
