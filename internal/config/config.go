@@ -47,6 +47,9 @@ type Serve struct {
 	// Dev relaxes the safety floors (short retention) for local trials; the
 	// server logs it loudly at start.
 	Dev bool
+	// PprofListen, when set, serves net/http/pprof on a separate listener
+	// (keep it on loopback: profiles reveal internals).
+	PprofListen string
 	// AllowPlaintext allows plain HTTP on a non-loopback address, for
 	// deployments behind a TLS-terminating proxy (e.g. docker-compose).
 	AllowPlaintext bool
@@ -76,6 +79,7 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.StringVar(&c.LogFormat, "log-format", env("VAULT_LOG_FORMAT", "json"), "log format: json or text (VAULT_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("VAULT_LOG_LEVEL", "info"), "log level: debug, info, warn, error (VAULT_LOG_LEVEL)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run on at shutdown")
+	fs.StringVar(&c.PprofListen, "pprof-listen", env("VAULT_PPROF_LISTEN", ""), "serve pprof profiles on this address, e.g. 127.0.0.1:6060; off by default (VAULT_PPROF_LISTEN)")
 	fs.BoolVar(&c.Dev, "dev", env("VAULT_DEV", "") == "1", "dev mode: relax safety floors, loudly (VAULT_DEV=1)")
 	fs.BoolVar(&c.AllowPlaintext, "allow-plaintext", env("VAULT_ALLOW_PLAINTEXT", "") == "1", "allow plain HTTP on a non-loopback address (VAULT_ALLOW_PLAINTEXT=1)")
 	if err := fs.Parse(args); err != nil {
@@ -114,6 +118,9 @@ func (c Serve) Validate() error {
 		return fmt.Errorf("config: db max conns must be at least 2, got %d", c.DBMaxConns)
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("config: log format must be json or text, got %q", c.LogFormat)
+	}
+	if c.PprofListen != "" && !isLoopback(c.PprofListen) {
+		return fmt.Errorf("%w: pprof on %s would expose internals; listen on loopback", ErrUnsafe, c.PprofListen)
 	}
 	if c.TLSCert == "" && !c.AllowPlaintext && !isLoopback(c.Listen) {
 		return fmt.Errorf("%w: plain HTTP on %s would send tokens and data in the clear: "+
