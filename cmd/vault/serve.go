@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,7 @@ import (
 	"github.com/wormvault/wormvault/internal/config"
 	"github.com/wormvault/wormvault/internal/store"
 	"github.com/wormvault/wormvault/internal/store/disk"
+	"github.com/wormvault/wormvault/internal/store/pack"
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -51,13 +53,25 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	var packs *pack.Packs
+	if cfg.PackThreshold > 0 {
+		if packs, err = pack.Open(filepath.Join(cfg.DataDir, "packs"), pack.Options{}); err != nil {
+			return err
+		}
+		defer packs.Close()
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	clk := clock.Real{}
 	st := store.New(pool, blobs, clk, log, store.NewMetrics(reg), store.Options{
-		MinRetention: cfg.MinRetention,
-		MaxChunkSize: cfg.MaxChunkSize,
+		MinRetention:  cfg.MinRetention,
+		MaxChunkSize:  cfg.MaxChunkSize,
+		Packs:         packs,
+		PackThreshold: cfg.PackThreshold,
 	})
+	// Runs after the HTTP server has stopped (defers run in reverse): every
+	// upload handed to the group committer is answered before it exits.
+	defer st.Close()
 
 	// Reconcile before taking uploads: a crash may have left temp files, or
 	// content whose row never committed.
@@ -67,7 +81,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("reconciled disk and index", "temp_removed", rep.TempRemoved, "adopted", rep.Adopted,
-		"quarantined", rep.Quarantined, "missing", rep.Missing, "duration", time.Since(start))
+		"quarantined", rep.Quarantined, "missing", rep.Missing, "packs_scanned", rep.PacksScanned,
+		"torn_tails", rep.TornTails, "corrupt_records", rep.CorruptRecords, "duration", time.Since(start))
 	if rep.Missing > 0 {
 		log.Error("DATA LOSS: indexed chunks have no content on disk", "count", rep.Missing, "first", rep.MissingList)
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/store/pack"
 )
 
 // Chunk is a stored chunk's index row.
@@ -20,6 +22,10 @@ type Chunk struct {
 	StoredAt    time.Time
 	RetainUntil time.Time
 	UploadedBy  string
+	// PackID and PackOffset locate a packed chunk's record; PackID is 0 for
+	// a chunk stored as its own file.
+	PackID     int64
+	PackOffset int64
 }
 
 type chunkRow struct {
@@ -29,14 +35,24 @@ type chunkRow struct {
 	StoredAt    time.Time `db:"stored_at"`
 	RetainUntil time.Time `db:"retain_until"`
 	UploadedBy  string    `db:"uploaded_by"`
+	PackID      *int64    `db:"pack_id"`
+	PackOffset  *int64    `db:"pack_offset"`
 }
 
 func (r chunkRow) chunk() Chunk {
 	h, _ := chunk.FromBytes(r.Hash) // the CHECK constraint guarantees 32 bytes
-	return Chunk{Hash: h, Size: r.Size, Seq: r.Seq, StoredAt: r.StoredAt, RetainUntil: r.RetainUntil, UploadedBy: r.UploadedBy}
+	c := Chunk{Hash: h, Size: r.Size, Seq: r.Seq, StoredAt: r.StoredAt, RetainUntil: r.RetainUntil, UploadedBy: r.UploadedBy}
+	if r.PackID != nil && r.PackOffset != nil {
+		c.PackID, c.PackOffset = *r.PackID, *r.PackOffset
+	}
+	return c
 }
 
-const chunkColumns = "hash, size, seq, stored_at, retain_until, uploaded_by"
+func (c Chunk) packed() bool { return c.PackID != 0 }
+
+func (c Chunk) location() pack.Location { return pack.Location{Pack: c.PackID, Offset: c.PackOffset} }
+
+const chunkColumns = "hash, size, seq, stored_at, retain_until, uploaded_by, pack_id, pack_offset"
 
 // PutResult tells what PutChunk did.
 type PutResult struct {
@@ -77,19 +93,42 @@ func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, bod
 		return PutResult{}, err
 	}
 
-	size, err := s.blobs.Put(ctx, h, body)
-	if err != nil {
-		return PutResult{}, fmt.Errorf("store: put chunk %s: %w", h, err)
+	it := &commitItem{hash: h, uploader: uploader, now: now, until: until}
+	if s.committer != nil {
+		// Small chunks are read whole (bounded by the pack threshold) and
+		// packed; a larger one continues as a file with what was read.
+		buf := s.packBufs.Get().(*[]byte)
+		defer s.packBufs.Put(buf)
+		n, err := io.ReadFull(body, *buf)
+		switch {
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			it.data, it.size = (*buf)[:n], int64(n)
+			if chunk.Sum(it.data) != h {
+				return PutResult{}, fmt.Errorf("store: put chunk %s: %w", h, chunk.ErrHashMismatch)
+			}
+		case err != nil:
+			return PutResult{}, fmt.Errorf("store: put chunk %s: read body: %w", h, err)
+		default:
+			body = io.MultiReader(bytes.NewReader(*buf), body)
+		}
 	}
-	// The content is durable. If the insert fails, the file stays without a
-	// row: invisible to every reader, and adopted by the next reconcile or a
-	// retried upload. Removing it here could race a concurrent upload of the
-	// same chunk that has already committed its row.
-	rows, _ := s.pool.Query(ctx, insertChunkSQL, pgx.NamedArgs{
-		"hash": h[:], "size": size, "now": now, "until": until, "by": uploader,
-	})
-	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[chunkRow])
-	if errors.Is(err, pgx.ErrNoRows) {
+	if it.data == nil {
+		size, err := s.blobs.Put(ctx, h, body)
+		if err != nil {
+			return PutResult{}, fmt.Errorf("store: put chunk %s: %w", h, err)
+		}
+		it.size = size
+		// The content is durable. If the insert fails, the file stays
+		// without a row: invisible to every reader, and adopted by the next
+		// reconcile or a retried upload. Removing it here could race a
+		// concurrent upload of the same chunk that has already committed
+		// its row.
+	}
+	row, created, err := s.index(ctx, it)
+	if err != nil {
+		return PutResult{}, err
+	}
+	if !created {
 		// A concurrent upload of the same chunk committed first: both
 		// callers succeed, and this one may still extend retention.
 		existing, err := s.Stat(ctx, h)
@@ -99,25 +138,48 @@ func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, bod
 		c, err := s.extend(ctx, uploader, existing, extendTo(retainUntil, until))
 		return PutResult{Chunk: c}, err
 	}
+	return PutResult{Chunk: row.chunk(), Created: true}, nil
+}
+
+// index commits the row of a chunk whose content is durable: through the
+// group committer when there is one, else alone. created is false if the
+// row already existed.
+func (s *Store) index(ctx context.Context, it *commitItem) (chunkRow, bool, error) {
+	if s.committer != nil {
+		return s.committer.commit(it)
+	}
+	rows, _ := s.pool.Query(ctx, insertChunkSQL, pgx.NamedArgs{
+		"hash": it.hash[:], "size": it.size, "now": it.now, "until": it.until, "by": it.uploader,
+	})
+	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[chunkRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return chunkRow{}, false, nil
+	}
 	if err != nil {
-		return PutResult{}, dbErr("insert chunk", err)
+		return chunkRow{}, false, dbErr("insert chunk", err)
 	}
 	s.metrics.chunksStored.Inc()
-	s.metrics.bytesStored.Add(float64(size))
-	return PutResult{Chunk: row.chunk(), Created: true}, nil
+	s.metrics.bytesStored.Add(float64(row.Size))
+	return row, true, nil
 }
 
 // putExisting handles an upload of a chunk the index already has.
 func (s *Store) putExisting(ctx context.Context, uploader string, c Chunk, body io.Reader, until time.Time) (PutResult, error) {
-	if _, err := s.blobs.Stat(ctx, c.Hash); errors.Is(err, ErrNotFound) {
+	var statErr error
+	if !c.packed() {
+		// Packed chunks are not looked up on disk: a dedup hit on a small
+		// chunk costs a hash of the body and nothing else.
+		_, statErr = s.blobs.Stat(ctx, c.Hash)
+	}
+	if errors.Is(statErr, ErrNotFound) {
 		// The row survived but the content did not (data loss): the upload
 		// carries the content, so restore it. Put verifies the hash.
 		if _, err := s.blobs.Put(ctx, c.Hash, body); err != nil {
 			return PutResult{}, fmt.Errorf("store: restore missing content of %s: %w", c.Hash, err)
 		}
 		s.log.WarnContext(ctx, "restored missing chunk content from an upload", "hash", c.Hash.String(), "subject", uploader)
-	} else if err != nil {
-		return PutResult{}, fmt.Errorf("store: stat chunk %s: %w", c.Hash, err)
+	} else if statErr != nil {
+		return PutResult{}, fmt.Errorf("store: stat chunk %s: %w", c.Hash, statErr)
 	} else {
 		vr := chunk.NewVerifyingReader(body, c.Hash)
 		buf := copyBufs.Get().(*[]byte)
@@ -305,6 +367,9 @@ func (s *Store) OpenChunk(ctx context.Context, h chunk.Hash) (io.ReadCloser, Chu
 	if err != nil {
 		return nil, Chunk{}, err
 	}
+	if c.packed() {
+		return s.openPacked(ctx, c)
+	}
 	f, size, err := s.blobs.Open(ctx, h)
 	if errors.Is(err, ErrNotFound) {
 		s.metrics.contentMissing.Inc()
@@ -340,4 +405,27 @@ func (s *Store) verify(f io.ReadSeeker, h chunk.Hash, size, want int64) error {
 type readCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// openPacked reads a packed chunk's record whole (it is small), verifies it
+// and serves it from memory, so what is verified is exactly what is sent.
+func (s *Store) openPacked(ctx context.Context, c Chunk) (io.ReadCloser, Chunk, error) {
+	if s.packs == nil {
+		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: packed in %d but packs are not configured", c.Hash, c.PackID)
+	}
+	data, err := s.packs.Read(c.location(), c.Hash, c.Size)
+	if errors.Is(err, pack.ErrNotFound) {
+		s.metrics.contentMissing.Inc()
+		s.log.ErrorContext(ctx, "data loss: pack of indexed chunk is missing", "hash", c.Hash.String(), "pack", c.PackID)
+		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w", c.Hash, ErrContentMissing)
+	}
+	if err == nil && chunk.Sum(data) != c.Hash {
+		err = chunk.ErrHashMismatch
+	}
+	if err != nil {
+		s.metrics.corrupt.Inc()
+		s.log.ErrorContext(ctx, "corrupt packed chunk refused", "hash", c.Hash.String(), "pack", c.PackID, "err", err)
+		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w: %w", c.Hash, ErrCorrupt, err)
+	}
+	return io.NopCloser(bytes.NewReader(data)), c, nil
 }

@@ -17,6 +17,7 @@ type Metrics struct {
 	dedupHits      prometheus.Counter
 	corrupt        prometheus.Counter
 	contentMissing prometheus.Counter
+	groupSize      prometheus.Histogram
 	// MissingAtReconcile is the number of indexed chunks whose content the
 	// last reconcile could not find (data loss).
 	MissingAtReconcile prometheus.Gauge
@@ -41,12 +42,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		contentMissing: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wormvault_chunk_content_missing_total", Help: "Reads of indexed chunks whose content was missing.",
 		}),
+		groupSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "wormvault_commit_group_chunks", Help: "Chunks acknowledged per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
 		MissingAtReconcile: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wormvault_reconcile_missing_content", Help: "Indexed chunks without content at the last reconcile (data loss).",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.contentMissing, m.MissingAtReconcile)
+		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.contentMissing, m.groupSize, m.MissingAtReconcile)
 	}
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/store/pack"
 )
 
 // ReconcileReport tells what Reconcile found and did.
@@ -18,6 +19,10 @@ type ReconcileReport struct {
 	Quarantined int          // content without a row that failed verification
 	Missing     int          // rows without content: data loss
 	MissingList []chunk.Hash // the first few missing, for the log
+
+	PacksScanned   int // packs not known to be fully indexed, scanned
+	TornTails      int // packs whose unreadable tail was cut off
+	CorruptRecords int // pack records whose data does not match their hash
 }
 
 const reconcileBatch = 1000
@@ -57,6 +62,11 @@ func (s *Store) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		return rep, fmt.Errorf("store: reconcile: %w", err)
 	}
 
+	if s.packs != nil {
+		if err := s.reconcilePacks(ctx, &rep); err != nil {
+			return rep, fmt.Errorf("store: reconcile: %w", err)
+		}
+	}
 	if err := s.findMissing(ctx, &rep); err != nil {
 		return rep, fmt.Errorf("store: reconcile: %w", err)
 	}
@@ -116,33 +126,175 @@ func (s *Store) verifyBlob(ctx context.Context, h chunk.Hash) (int64, error) {
 // findMissing walks the index in hash order and checks each row has content.
 func (s *Store) findMissing(ctx context.Context, rep *ReconcileReport) error {
 	after := []byte{}
+	packSizes := make(map[int64]int64)
 	for {
-		rows, _ := s.pool.Query(ctx, "SELECT hash FROM chunks WHERE hash > $1 ORDER BY hash LIMIT $2", after, reconcileBatch)
-		keys, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		rows, _ := s.pool.Query(ctx, "SELECT "+chunkColumns+" FROM chunks WHERE hash > $1 ORDER BY hash LIMIT $2", after, reconcileBatch)
+		batch, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
 		if err != nil {
 			return dbErr("list chunks", err)
 		}
-		for _, k := range keys {
+		for _, r := range batch {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			h, _ := chunk.FromBytes(k)
-			_, err := s.blobs.Stat(ctx, h)
-			if errors.Is(err, ErrNotFound) {
-				s.log.ErrorContext(ctx, "data loss: indexed chunk has no content", "hash", h.String())
-				rep.Missing++
-				if len(rep.MissingList) < 100 {
-					rep.MissingList = append(rep.MissingList, h)
-				}
-				continue
-			}
+			c := r.chunk()
+			present, err := s.hasContent(c, packSizes)
 			if err != nil {
 				return err
 			}
+			if !present {
+				s.log.ErrorContext(ctx, "data loss: indexed chunk has no content", "hash", c.Hash.String(), "pack", c.PackID)
+				rep.Missing++
+				if len(rep.MissingList) < 100 {
+					rep.MissingList = append(rep.MissingList, c.Hash)
+				}
+			}
 		}
-		if len(keys) < reconcileBatch {
+		if len(batch) < reconcileBatch {
 			return nil
 		}
-		after = keys[len(keys)-1]
+		after = batch[len(batch)-1].Hash
 	}
+}
+
+// hasContent reports whether c's content is where its row says: its file,
+// or a pack long enough to hold its record.
+func (s *Store) hasContent(c Chunk, packSizes map[int64]int64) (bool, error) {
+	if !c.packed() {
+		_, err := s.blobs.Stat(context.Background(), c.Hash)
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	if s.packs == nil {
+		return false, nil
+	}
+	size, ok := packSizes[c.PackID]
+	if !ok {
+		var err error
+		size, err = s.packs.Size(c.PackID)
+		if errors.Is(err, pack.ErrNotFound) {
+			size = -1
+		} else if err != nil {
+			return false, err
+		}
+		packSizes[c.PackID] = size
+	}
+	return c.PackOffset+pack.HeaderSize+c.Size <= size, nil
+}
+
+// reconcilePacks scans every pack not known to be fully indexed: records
+// without a row are indexed (their bytes were fsynced, but the crash or a
+// failed transaction came before their row committed), a torn tail is cut
+// off when no row points into it, and the pack is then marked indexed.
+func (s *Store) reconcilePacks(ctx context.Context, rep *ReconcileReport) error {
+	ids, err := s.packs.IDs()
+	if err != nil {
+		return err
+	}
+	rows, _ := s.pool.Query(ctx, "SELECT pack_id FROM packs_indexed")
+	indexed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return dbErr("list indexed packs", err)
+	}
+	done := make(map[int64]bool, len(indexed))
+	for _, id := range indexed {
+		done[id] = true
+	}
+	active := s.packs.Active()
+	for _, id := range ids {
+		if done[id] || id == active {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.reconcilePack(ctx, id, rep); err != nil {
+			return fmt.Errorf("pack %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) reconcilePack(ctx context.Context, id int64, rep *ReconcileReport) error {
+	rep.PacksScanned++
+	var batch []pack.ScannedRecord
+	flush := func() error {
+		err := s.adoptRecords(ctx, batch, rep)
+		batch = batch[:0]
+		return err
+	}
+	end, err := s.packs.Scan(id, func(r pack.ScannedRecord) error {
+		if !r.Valid {
+			rep.CorruptRecords++
+			s.log.ErrorContext(ctx, "reconcile: pack record does not match its hash", "pack", id, "offset", r.Offset, "hash", r.Hash.String())
+			return nil
+		}
+		batch = append(batch, r)
+		if len(batch) == reconcileBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil && len(batch) > 0 {
+		err = flush()
+	}
+	if err != nil {
+		return err
+	}
+	size, err := s.packs.Size(id)
+	if err != nil {
+		return err
+	}
+	if end < size {
+		// Only cut what no row points into: rows commit after the fsync, so
+		// normally none can; if one does, the pack is damaged, and cutting
+		// would destroy evidence.
+		var referenced bool
+		err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT FROM chunks WHERE pack_id = $1 AND pack_offset >= $2)", id, end).Scan(&referenced)
+		if err != nil {
+			return dbErr("check pack tail", err)
+		}
+		if referenced {
+			s.log.ErrorContext(ctx, "reconcile: unreadable bytes inside an indexed part of a pack", "pack", id, "offset", end)
+			rep.CorruptRecords++
+			return nil
+		}
+		s.log.WarnContext(ctx, "reconcile: cutting torn pack tail", "pack", id, "valid_bytes", end, "size", size)
+		if err := s.packs.Truncate(id, end); err != nil {
+			return err
+		}
+		rep.TornTails++
+	}
+	_, err = s.pool.Exec(ctx, "INSERT INTO packs_indexed (pack_id, indexed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", id, s.clk.Now())
+	return dbErr("mark pack indexed", err)
+}
+
+// adoptRecords indexes the records in batch whose hash has no row.
+func (s *Store) adoptRecords(ctx context.Context, batch []pack.ScannedRecord, rep *ReconcileReport) error {
+	hashes := make([]chunk.Hash, len(batch))
+	for i, r := range batch {
+		hashes[i] = r.Hash
+	}
+	present, err := s.present(ctx, s.pool, hashes)
+	if err != nil {
+		return err
+	}
+	now := s.clk.Now()
+	for _, r := range batch {
+		if _, ok := present[r.Hash]; ok {
+			continue // indexed here, or a duplicate of a chunk stored elsewhere
+		}
+		_, err := s.pool.Exec(ctx, `INSERT INTO chunks (hash, size, stored_at, retain_until, uploaded_by, pack_id, pack_offset)
+			VALUES ($1, $2, $3, $4, 'reconcile', $5, $6) ON CONFLICT (hash) DO NOTHING`,
+			r.Hash[:], r.Size, now, now.Add(s.opts.MinRetention), r.Pack, r.Offset)
+		if err != nil {
+			return dbErr("adopt pack record", err)
+		}
+		present[r.Hash] = struct{}{}
+		s.log.InfoContext(ctx, "reconcile: indexed pack record that had no row", "hash", r.Hash.String(), "pack", r.Pack)
+		rep.Adopted++
+	}
+	return nil
 }

@@ -1,0 +1,272 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/store/pack"
+)
+
+// Group commit. Uploads hand their chunk to the committer, which works in
+// two stages so that disk and database overlap:
+//
+//  1. the packer takes every upload waiting, appends the small ones to the
+//     open pack with one write and one fdatasync;
+//  2. the indexer inserts the rows of the whole group in one transaction,
+//     then answers every upload in it.
+//
+// No upload is answered before its bytes are durable (stage 1, or its own
+// file's fsync, rename and directory fsync) and its row is committed (stage
+// 2). A group is whatever arrived while the previous one was being written:
+// under load groups grow by themselves, and a lone agent never waits for a
+// timer.
+
+const (
+	maxGroupCount = 1024
+	maxGroupBytes = 8 << 20
+)
+
+type commitItem struct {
+	hash     chunk.Hash
+	data     []byte // a small chunk's content, to be packed; nil if already written as a file
+	size     int64
+	uploader string
+	now      time.Time
+	until    time.Time
+	loc      *pack.Location
+	err      error
+	done     chan commitResult
+}
+
+type commitResult struct {
+	row     chunkRow
+	created bool
+	err     error
+}
+
+type group struct {
+	items  []*commitItem
+	sealed int64 // a pack this group filled and sealed, or 0
+}
+
+type committer struct {
+	s     *Store
+	packs *pack.Packs
+
+	mu     sync.RWMutex // guards in against sends after close
+	closed bool
+	in     chan *commitItem
+	groups chan group
+	wg     sync.WaitGroup
+}
+
+func newCommitter(s *Store, packs *pack.Packs) *committer {
+	c := &committer{
+		s:      s,
+		packs:  packs,
+		in:     make(chan *commitItem, maxGroupCount),
+		groups: make(chan group, 1),
+	}
+	c.wg.Add(2)
+	go c.packer()
+	go c.indexer()
+	return c
+}
+
+// commit hands it over and waits for the answer. It never returns early on
+// a cancelled context: the committer may be writing it.data, which the
+// caller must not reuse until then.
+func (c *committer) commit(it *commitItem) (chunkRow, bool, error) {
+	it.done = make(chan commitResult, 1)
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		return chunkRow{}, false, errors.New("store: closed")
+	}
+	c.in <- it
+	c.mu.RUnlock()
+	r := <-it.done
+	return r.row, r.created, r.err
+}
+
+func (c *committer) close() {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.in)
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+func (c *committer) packer() {
+	defer c.wg.Done()
+	defer close(c.groups)
+	for first := range c.in {
+		items, bytes := []*commitItem{first}, len(first.data)
+	drain:
+		for len(items) < maxGroupCount && bytes < maxGroupBytes {
+			select {
+			case it, ok := <-c.in:
+				if !ok {
+					break drain
+				}
+				items = append(items, it)
+				bytes += len(it.data)
+			default:
+				break drain
+			}
+		}
+		c.groups <- group{items: items, sealed: c.append(items)}
+	}
+}
+
+// append writes the group's small chunks to the open pack, each distinct
+// hash once, and records their locations (or the error) on the items.
+func (c *committer) append(items []*commitItem) (sealed int64) {
+	var recs []pack.Record
+	first := make(map[chunk.Hash]int)
+	var packed []*commitItem
+	for _, it := range items {
+		if it.data == nil {
+			continue
+		}
+		packed = append(packed, it)
+		if _, ok := first[it.hash]; !ok {
+			first[it.hash] = len(recs)
+			recs = append(recs, pack.Record{Hash: it.hash, Data: it.data})
+		}
+	}
+	if len(recs) == 0 {
+		return 0
+	}
+	active := c.packs.Active()
+	locs, sealedNow, err := c.packs.Append(recs)
+	for _, it := range packed {
+		if err != nil {
+			it.err = fmt.Errorf("store: pack chunk %s: %w", it.hash, err)
+			continue
+		}
+		loc := locs[first[it.hash]]
+		it.loc = &loc
+	}
+	if sealedNow {
+		return active
+	}
+	return 0
+}
+
+const insertChunksSQL = `
+INSERT INTO chunks (hash, size, stored_at, retain_until, uploaded_by, pack_id, pack_offset)
+SELECT * FROM unnest(@hashes::bytea[], @sizes::bigint[], @stored::timestamptz[],
+                     @until::timestamptz[], @by::text[], @pack::bigint[], @off::bigint[])
+ON CONFLICT (hash) DO NOTHING
+RETURNING ` + chunkColumns
+
+func (c *committer) indexer() {
+	defer c.wg.Done()
+	// Packs in which some group failed to index: they are left for the
+	// next start-up reconcile to scan, never marked indexed.
+	dirty := make(map[int64]bool)
+	for g := range c.groups {
+		rows, err := c.insert(g, dirty)
+		if err != nil {
+			for _, it := range g.items {
+				if it.loc != nil {
+					dirty[it.loc.Pack] = true
+				}
+			}
+			c.s.log.Error("group commit failed", "chunks", len(g.items), "err", err)
+		}
+		c.s.metrics.groupSize.Observe(float64(len(g.items)))
+		for _, it := range g.items {
+			switch {
+			case it.err != nil:
+				it.done <- commitResult{err: it.err}
+			case err != nil:
+				it.done <- commitResult{err: err}
+			default:
+				row, ok := rows[it.hash]
+				if ok {
+					delete(rows, it.hash) // one caller is told it created the chunk
+				}
+				it.done <- commitResult{row: row, created: ok}
+			}
+		}
+	}
+}
+
+// insert commits the rows of every item that has its bytes durable, in one
+// transaction, and returns the rows it created by hash.
+func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkRow, error) {
+	var (
+		hashes  [][]byte
+		sizes   []int64
+		stored  []time.Time
+		until   []time.Time
+		by      []string
+		packIDs []*int64
+		offs    []*int64
+		seen    = make(map[chunk.Hash]bool, len(g.items))
+	)
+	for _, it := range g.items {
+		if it.err != nil || seen[it.hash] {
+			continue
+		}
+		seen[it.hash] = true
+		hashes = append(hashes, it.hash[:])
+		sizes = append(sizes, it.size)
+		stored = append(stored, it.now)
+		until = append(until, it.until)
+		by = append(by, it.uploader)
+		if it.loc != nil {
+			packIDs = append(packIDs, &it.loc.Pack)
+			offs = append(offs, &it.loc.Offset)
+		} else {
+			packIDs = append(packIDs, nil)
+			offs = append(offs, nil)
+		}
+	}
+	if len(hashes) == 0 && g.sealed == 0 {
+		return nil, nil
+	}
+	created := make(map[chunk.Hash]chunkRow, len(hashes))
+	ctx := context.Background() // the group outlives any one request
+	err := pgx.BeginFunc(ctx, c.s.pool, func(tx pgx.Tx) error {
+		if len(hashes) > 0 {
+			rows, _ := tx.Query(ctx, insertChunksSQL, pgx.NamedArgs{
+				"hashes": hashes, "sizes": sizes, "stored": stored, "until": until,
+				"by": by, "pack": packIDs, "off": offs,
+			})
+			inserted, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
+			if err != nil {
+				return err
+			}
+			for _, r := range inserted {
+				h, _ := chunk.FromBytes(r.Hash)
+				created[h] = r
+			}
+		}
+		if g.sealed != 0 && !dirty[g.sealed] {
+			// Every group that went into this pack is now indexed.
+			_, err := tx.Exec(ctx, "INSERT INTO packs_indexed (pack_id, indexed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+				g.sealed, c.s.clk.Now())
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, dbErr("commit group", err)
+	}
+	for _, r := range created {
+		c.s.metrics.chunksStored.Inc()
+		c.s.metrics.bytesStored.Add(float64(r.Size))
+	}
+	return created, nil
+}

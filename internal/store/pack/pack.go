@@ -1,0 +1,439 @@
+// Package pack stores small chunks as records appended to pack files, so
+// that many chunks cost one write and one fsync instead of a file, an fsync,
+// a rename and a directory fsync each.
+//
+// Layout: <dir>/<id as 16 hex digits>.pack. A pack starts with an 8-byte
+// magic; each record is a 40-byte header (magic "WVR1", data length as
+// big-endian uint32, the chunk's BLAKE3 hash) followed by the data. Every
+// record names and sizes itself, so a pack can be verified and its index rows
+// rebuilt from the pack alone.
+//
+// One pack is open for appends at a time; it is sealed (fsynced, made
+// read-only) when it reaches the size limit, and a new one begins. A process
+// starts a fresh pack at every Open, so a pack left open by a crash is never
+// appended to again: its tail is checked by Scan and repaired by Truncate.
+//
+// The package knows nothing of the index: the store decides what a record
+// means and when it may be acknowledged (after Append returned, which is
+// after the fsync, and after its index row committed).
+package pack
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wormvault/wormvault/internal/chunk"
+)
+
+const (
+	// HeaderSize is the size of a record header.
+	HeaderSize = 40
+	// DefaultLimit is the size at which a pack is sealed.
+	DefaultLimit = 64 << 20
+	// MaxRecord is the largest record data accepted.
+	MaxRecord = 16 << 20
+
+	fileMagic   = "WVPACK1\n"
+	recordMagic = "WVR1"
+	suffix      = ".pack"
+)
+
+var (
+	// ErrNotFound: no such pack.
+	ErrNotFound = errors.New("pack: not found")
+	// ErrBadRecord: the bytes at a location are not the record expected.
+	ErrBadRecord = errors.New("pack: bad record")
+	// ErrNoHolePunch: the filesystem cannot free space inside a file.
+	ErrNoHolePunch = errors.New("pack: filesystem does not support hole punching")
+)
+
+// Record is a chunk to append.
+type Record struct {
+	Hash chunk.Hash
+	Data []byte
+}
+
+// Location is where a record lives: its pack and the offset of its header.
+type Location struct {
+	Pack   int64
+	Offset int64
+}
+
+// Options tunes Packs. Zero fields take defaults.
+type Options struct {
+	// Limit is the pack size at which the open pack is sealed.
+	Limit int64
+}
+
+// Packs is the set of pack files in one directory. Append is serialised by
+// the caller's committer but Packs is safe for concurrent use.
+type Packs struct {
+	dir   string
+	limit int64
+
+	mu     sync.Mutex
+	active *os.File
+	id     int64
+	size   int64
+	hdr    []byte // reused append buffer
+}
+
+// Open opens or creates the pack directory and starts a new pack.
+func Open(dir string, o Options) (*Packs, error) {
+	if o.Limit == 0 {
+		o.Limit = DefaultLimit
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
+		return nil, err
+	}
+	p := &Packs{dir: dir, limit: o.Limit}
+	ids, err := p.IDs()
+	if err != nil {
+		return nil, err
+	}
+	next := int64(1)
+	if len(ids) > 0 {
+		next = ids[len(ids)-1] + 1
+	}
+	if err := p.start(next); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Active returns the id of the pack open for appends.
+func (p *Packs) Active() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.id
+}
+
+func (p *Packs) path(id int64) string {
+	return filepath.Join(p.dir, fmt.Sprintf("%016x%s", id, suffix))
+}
+
+// start creates pack id and makes its existence durable.
+func (p *Packs) start(id int64) error {
+	f, err := os.OpenFile(p.path(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return fmt.Errorf("pack: create %d: %w", id, err)
+	}
+	if _, err := f.Write([]byte(fileMagic)); err != nil {
+		f.Close()
+		return fmt.Errorf("pack: create %d: %w", id, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("pack: create %d: %w", id, err)
+	}
+	if err := syncDir(p.dir); err != nil {
+		f.Close()
+		return err
+	}
+	p.active, p.id, p.size = f, id, int64(len(fileMagic))
+	return nil
+}
+
+// Append writes recs to the open pack with one write and one fdatasync and
+// returns their locations, in order. When it returns without error every
+// record is durable. sealed reports that the pack the records went into was
+// sealed afterwards (it reached its limit); a new pack is then open.
+func (p *Packs) Append(recs []Record) (locs []Location, sealed bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active == nil {
+		return nil, false, errors.New("pack: closed")
+	}
+	buf := p.hdr[:0]
+	locs = make([]Location, len(recs))
+	off := p.size
+	for i, r := range recs {
+		if len(r.Data) > MaxRecord {
+			return nil, false, fmt.Errorf("pack: record of %d bytes over %d", len(r.Data), MaxRecord)
+		}
+		locs[i] = Location{Pack: p.id, Offset: off}
+		buf = appendHeader(buf, r.Hash, len(r.Data))
+		buf = append(buf, r.Data...)
+		off += HeaderSize + int64(len(r.Data))
+	}
+	p.hdr = buf[:0]
+	if _, err := p.active.WriteAt(buf, p.size); err != nil {
+		return nil, false, p.fail(fmt.Errorf("pack: append to %d: %w", p.id, err))
+	}
+	if err := unix.Fdatasync(int(p.active.Fd())); err != nil {
+		return nil, false, p.fail(fmt.Errorf("pack: sync %d: %w", p.id, err))
+	}
+	p.size = off
+	if p.size >= p.limit {
+		if err := p.seal(); err != nil {
+			return locs, false, err
+		}
+		return locs, true, nil
+	}
+	return locs, false, nil
+}
+
+// fail abandons the open pack after a failed write or sync: its tail is in
+// an unknown state, so nothing more is appended to it (the next Open's
+// Scan decides what in it is good) and a new pack begins.
+func (p *Packs) fail(err error) error {
+	p.active.Close()
+	p.active = nil
+	if serr := p.start(p.id + 1); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
+}
+
+// seal makes the open pack read-only and starts the next.
+func (p *Packs) seal() error {
+	f := p.active
+	if err := f.Chmod(0o440); err != nil {
+		return p.fail(fmt.Errorf("pack: seal %d: %w", p.id, err))
+	}
+	if err := f.Sync(); err != nil {
+		return p.fail(fmt.Errorf("pack: seal %d: %w", p.id, err))
+	}
+	f.Close()
+	p.active = nil
+	return p.start(p.id + 1)
+}
+
+func appendHeader(b []byte, h chunk.Hash, n int) []byte {
+	b = append(b, recordMagic...)
+	b = binary.BigEndian.AppendUint32(b, uint32(n))
+	return append(b, h[:]...)
+}
+
+// Read returns the data of the record at loc, which must be the record of h
+// with size bytes. The data is not verified against h: callers verify.
+func (p *Packs) Read(loc Location, h chunk.Hash, size int64) ([]byte, error) {
+	f, err := os.Open(p.path(loc.Pack))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("pack %d: %w", loc.Pack, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, HeaderSize+size)
+	if _, err := f.ReadAt(buf, loc.Offset); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("pack %d offset %d: %w: short read", loc.Pack, loc.Offset, ErrBadRecord)
+		}
+		return nil, fmt.Errorf("pack: read %d: %w", loc.Pack, err)
+	}
+	gotHash, n, ok := parseHeader(buf)
+	if !ok || gotHash != h || int64(n) != size {
+		return nil, fmt.Errorf("pack %d offset %d: %w: header does not name %s", loc.Pack, loc.Offset, ErrBadRecord, h)
+	}
+	return buf[HeaderSize:], nil
+}
+
+func parseHeader(b []byte) (chunk.Hash, int, bool) {
+	var h chunk.Hash
+	if len(b) < HeaderSize || string(b[:4]) != recordMagic {
+		return h, 0, false
+	}
+	n := binary.BigEndian.Uint32(b[4:8])
+	if n > MaxRecord {
+		return h, 0, false
+	}
+	copy(h[:], b[8:HeaderSize])
+	return h, int(n), true
+}
+
+// IDs lists the packs in the directory, in ascending order.
+func (p *Packs) IDs() ([]int64, error) {
+	ents, err := os.ReadDir(p.dir)
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	var ids []int64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), suffix)
+		if !ok || len(name) != 16 {
+			continue
+		}
+		id, err := strconv.ParseInt(name, 16, 64)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// ScannedRecord is a record found by Scan.
+type ScannedRecord struct {
+	Location
+	Hash chunk.Hash
+	Size int64
+	// Valid reports whether the data hashes to Hash.
+	Valid bool
+}
+
+// Scan reads pack id from the start and calls fn for each well-framed
+// record, with Valid telling whether its data verifies. It stops at the
+// first bytes that are not a record header (a torn tail after a crash, or
+// damage) and returns end, the offset just past the last well-framed
+// record: everything from end on is not a readable record.
+func (p *Packs) Scan(id int64, fn func(ScannedRecord) error) (end int64, err error) {
+	f, err := os.Open(p.path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("pack %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pack: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("pack: %w", err)
+	}
+	magic := make([]byte, len(fileMagic))
+	if _, err := io.ReadFull(f, magic); err != nil || !bytes.Equal(magic, []byte(fileMagic)) {
+		return 0, nil
+	}
+	off := int64(len(fileMagic))
+	hdr := make([]byte, HeaderSize)
+	data := make([]byte, 0, 256<<10)
+	for off+HeaderSize <= st.Size() {
+		if _, err := f.ReadAt(hdr, off); err != nil {
+			return off, fmt.Errorf("pack: scan %d: %w", id, err)
+		}
+		h, n, ok := parseHeader(hdr)
+		if !ok || off+HeaderSize+int64(n) > st.Size() {
+			return off, nil
+		}
+		data = slices.Grow(data[:0], n)[:n]
+		if _, err := f.ReadAt(data, off+HeaderSize); err != nil {
+			return off, fmt.Errorf("pack: scan %d: %w", id, err)
+		}
+		rec := ScannedRecord{Location: Location{Pack: id, Offset: off}, Hash: h, Size: int64(n), Valid: chunk.Sum(data) == h}
+		if err := fn(rec); err != nil {
+			return off, err
+		}
+		off += HeaderSize + int64(n)
+	}
+	return off, nil
+}
+
+// Truncate cuts pack id to size bytes, dropping a torn tail. It refuses
+// the open pack.
+func (p *Packs) Truncate(id, size int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if id == p.id {
+		return fmt.Errorf("pack: truncate %d: it is open for appends", id)
+	}
+	path := p.path(id)
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("pack: truncate %d: %w", id, err)
+	}
+	// Sealed packs are read-only; the repair needs write access briefly.
+	if err := os.Chmod(path, 0o640); err != nil {
+		return fmt.Errorf("pack: truncate %d: %w", id, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("pack: truncate %d: %w", id, err)
+	}
+	defer f.Close()
+	if size < st.Size() {
+		if err := f.Truncate(size); err != nil {
+			return fmt.Errorf("pack: truncate %d: %w", id, err)
+		}
+	}
+	if err := f.Chmod(0o440); err != nil {
+		return fmt.Errorf("pack: truncate %d: %w", id, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("pack: truncate %d: %w", id, err)
+	}
+	return nil
+}
+
+// Size returns the current size of pack id.
+func (p *Packs) Size(id int64) (int64, error) {
+	st, err := os.Stat(p.path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("pack %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pack: %w", err)
+	}
+	return st.Size(), nil
+}
+
+// Punch frees the space of the record at loc (header and data) without
+// rewriting the pack: the filesystem deallocates the range and it reads as
+// zeros. On filesystems without hole punching it returns ErrNoHolePunch and
+// the space stays used until the pack is rewritten; the record itself is
+// unreachable once its index row is tombstoned either way.
+func (p *Packs) Punch(loc Location, size int64) error {
+	path := p.path(loc.Pack)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if errors.Is(err, fs.ErrPermission) {
+		// A sealed pack: open it for the punch only.
+		if err := os.Chmod(path, 0o640); err != nil {
+			return fmt.Errorf("pack: punch %d: %w", loc.Pack, err)
+		}
+		defer os.Chmod(path, 0o440)
+		f, err = os.OpenFile(path, os.O_WRONLY, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("pack: punch %d: %w", loc.Pack, err)
+	}
+	defer f.Close()
+	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, loc.Offset, HeaderSize+size)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		return fmt.Errorf("pack: punch %d: %w", loc.Pack, ErrNoHolePunch)
+	}
+	if err != nil {
+		return fmt.Errorf("pack: punch %d: %w", loc.Pack, err)
+	}
+	return f.Sync()
+}
+
+// Close closes the open pack (it stays unsealed; the next Open starts a new
+// one).
+func (p *Packs) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active == nil {
+		return nil
+	}
+	err := p.active.Close()
+	p.active = nil
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("pack: sync dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("pack: sync dir: %w", err)
+	}
+	return nil
+}
