@@ -72,6 +72,7 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(agent)).Put("/chunks/{hash}", h.putChunk)
 		r.With(h.require(agent, reader, auditor, admin)).Head("/chunks/{hash}", h.headChunk)
 		r.With(h.require(reader)).Get("/chunks/{hash}", h.getChunk)
+		r.With(h.require(agent)).Post("/chunks/batch", h.putBatch)
 		r.With(h.require(agent)).Post("/chunks/missing", h.missingChunks)
 		r.With(h.require(agent)).Post("/chunks/retain", h.retainChunks)
 		r.With(h.require(auditor, admin)).Get("/chunks/{hash}/retention", h.chunkRetention)

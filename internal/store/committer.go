@@ -95,6 +95,29 @@ func (c *committer) commit(it *commitItem) (chunkRow, bool, error) {
 	return r.row, r.created, r.err
 }
 
+// commitAll hands over all items at once, so that they can share a group,
+// and waits for every answer.
+func (c *committer) commitAll(items []*commitItem) []commitResult {
+	c.mu.RLock()
+	closed := c.closed
+	for _, it := range items {
+		it.done = make(chan commitResult, 1)
+		if !closed {
+			c.in <- it
+		}
+	}
+	c.mu.RUnlock()
+	out := make([]commitResult, len(items))
+	for i, it := range items {
+		if closed {
+			out[i] = commitResult{err: errors.New("store: closed")}
+			continue
+		}
+		out[i] = <-it.done
+	}
+	return out
+}
+
 func (c *committer) close() {
 	c.mu.Lock()
 	if !c.closed {

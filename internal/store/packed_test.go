@@ -246,3 +246,72 @@ func packIDs(t testing.TB, dir string) []int64 {
 	ids, _ := p.IDs()
 	return ids[:len(ids)-1] // without the pack this Open just started
 }
+
+func TestPutBatch(t *testing.T) {
+	t.Parallel()
+	for _, packed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("packed=%v", packed), func(t *testing.T) {
+			t.Parallel()
+			ts := newTestStore(t)
+			if packed {
+				ts = newPackedStore(t, "")
+			}
+			ctx := context.Background()
+			old, oldHash := randomChunk(t, 500)
+			ts.mustPut(t, old)
+			var items []store.BatchItem
+			for i := range 30 {
+				b, h := randomChunk(t, 100+i)
+				items = append(items, store.BatchItem{Hash: h, Data: b})
+			}
+			bad, badHash := randomChunk(t, 100)
+			bad[0] ^= 1
+			items = append(items,
+				store.BatchItem{Hash: oldHash, Data: old},                   // already stored
+				store.BatchItem{Hash: badHash, Data: bad},                   // wrong content
+				store.BatchItem{Hash: items[0].Hash, Data: items[0].Data},   // twice in one batch
+				store.BatchItem{Hash: oldHash, Data: append([]byte{}, 'x')}, // known hash, wrong bytes
+			)
+			until := epoch.AddDate(1, 0, 0)
+			res, err := ts.PutBatch(ctx, "agent-1", items, until)
+			if err != nil {
+				t.Fatal(err)
+			}
+			created := 0
+			for i, r := range res {
+				if r.Hash != items[i].Hash {
+					t.Fatalf("result %d is for %s, want %s", i, r.Hash, items[i].Hash)
+				}
+				if r.Created {
+					created++
+				}
+			}
+			if created != 30 {
+				t.Errorf("created = %d, want 30", created)
+			}
+			if res[30].Err != nil || res[30].Created {
+				t.Errorf("already stored: %+v", res[30])
+			}
+			for _, i := range []int{31, 33} {
+				if !errors.Is(res[i].Err, chunk.ErrHashMismatch) {
+					t.Errorf("item %d: err %v, want ErrHashMismatch", i, res[i].Err)
+				}
+			}
+			if res[32].Err != nil || res[32].Created {
+				t.Errorf("duplicate in batch: %+v, want stored, not created twice", res[32])
+			}
+			if n := ts.count(t, "chunks"); n != 31 {
+				t.Errorf("rows = %d, want 31", n)
+			}
+			for _, it := range items[:31] {
+				c, err := ts.Stat(ctx, it.Hash)
+				if err != nil || !c.RetainUntil.Equal(until) {
+					t.Errorf("%s: retain_until %s, %v; want %s", it.Hash, c.RetainUntil, err, until)
+				}
+			}
+			if _, err := ts.PutBatch(ctx, "agent-1", make([]store.BatchItem, 51), time.Time{}); !isInvalid(err) {
+				t.Errorf("oversized batch: %v, want InvalidError", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,122 @@
+package api
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/store"
+)
+
+// Batch uploads: many small chunks in one request, for agents that want
+// fewer round trips. The body is a sequence of frames, each
+//
+//	32 bytes  the chunk's BLAKE3 hash (raw, not hex)
+//	 4 bytes  the content length, big-endian
+//	 n bytes  the content
+//
+// and the answer lists, in order, what became of each chunk.
+const (
+	// BatchContentType is the media type of a batch body.
+	BatchContentType = "application/vnd.wormvault.batch"
+	// MaxBatchBytes bounds a batch body: it is held in memory whole.
+	MaxBatchBytes = 16 << 20
+	// MaxBatchChunk bounds one chunk in a batch: batches are for small
+	// chunks; large ones stream through PUT.
+	MaxBatchChunk = 4 << 20
+	frameHeader   = chunk.Size + 4
+)
+
+type batchResultJSON struct {
+	Hash    chunk.Hash `json:"hash"`
+	Status  string     `json:"status"` // created, exists or refused
+	Code    string     `json:"code,omitempty"`
+	Message string     `json:"message,omitempty"`
+}
+
+func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > MaxBatchBytes {
+		h.writeError(w, r, &http.MaxBytesError{Limit: MaxBatchBytes})
+		return
+	}
+	var until time.Time
+	if v := r.Header.Get(HeaderRetainUntil); v != "" {
+		var err error
+		if until, err = time.Parse(time.RFC3339, v); err != nil {
+			h.writeError(w, r, &store.InvalidError{Field: HeaderRetainUntil, Reason: "not an RFC 3339 time"})
+			return
+		}
+	}
+	items, err := readBatch(http.MaxBytesReader(w, r.Body, MaxBatchBytes), h.maxBatch)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	results, err := h.store.PutBatch(r.Context(), principal(r).Subject, items, until)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	out := make([]batchResultJSON, len(results))
+	for i, res := range results {
+		out[i] = batchResultJSON{Hash: res.Hash, Status: "exists"}
+		switch {
+		case res.Err != nil:
+			status, code := errorStatus(res.Err)
+			out[i].Status, out[i].Code, out[i].Message = "refused", code, publicMessage(status, code, res.Err)
+			if status >= 500 {
+				h.log.ErrorContext(r.Context(), "batch chunk failed", "hash", res.Hash.String(), "err", res.Err)
+			}
+		case res.Created:
+			out[i].Status = "created"
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": out})
+}
+
+// readBatch parses a whole batch body into items whose Data share one
+// buffer.
+func readBatch(body io.Reader, max int) ([]store.BatchItem, error) {
+	buf, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	var items []store.BatchItem
+	for off := 0; off < len(buf); {
+		if len(buf)-off < frameHeader {
+			return nil, fmt.Errorf("%w: batch frame %d: truncated header", errBadRequest, len(items))
+		}
+		var h chunk.Hash
+		copy(h[:], buf[off:])
+		n := int(binary.BigEndian.Uint32(buf[off+chunk.Size:]))
+		off += frameHeader
+		if n > MaxBatchChunk {
+			return nil, &store.InvalidError{Field: fmt.Sprintf("chunks[%d]", len(items)),
+				Reason: fmt.Sprintf("%d bytes, at most %d in a batch (use PUT for large chunks)", n, MaxBatchChunk)}
+		}
+		if len(buf)-off < n {
+			return nil, fmt.Errorf("%w: batch frame %d: truncated content", errBadRequest, len(items))
+		}
+		items = append(items, store.BatchItem{Hash: h, Data: buf[off : off+n : off+n]})
+		off += n
+		if len(items) > max {
+			return nil, &store.InvalidError{Field: "chunks", Reason: fmt.Sprintf("more than %d chunks in a batch", max)}
+		}
+	}
+	if len(items) == 0 {
+		return nil, errors.Join(errBadRequest, errors.New("api: empty batch"))
+	}
+	return items, nil
+}
+
+// AppendFrame appends one batch frame for data to b: a helper for clients.
+func AppendFrame(b []byte, data []byte) []byte {
+	h := chunk.Sum(data)
+	b = append(b, h[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	return append(b, data...)
+}
