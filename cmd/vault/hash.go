@@ -16,24 +16,33 @@ func runHash(args []string, stdin io.Reader, stdout io.Writer) error {
 		return errors.New("hash: want one or more files, or - for stdin")
 	}
 	for _, name := range args {
-		var r io.Reader = stdin
-		if name != "-" {
-			f, err := os.Open(name)
-			if err != nil {
-				return fmt.Errorf("hash: %w", err)
-			}
-			defer f.Close()
-			r = f
-		}
-		hw := chunk.NewHasher()
-		if _, err := io.Copy(hw, r); err != nil {
-			return fmt.Errorf("hash: %s: %w", name, err)
+		h, err := hashFile(name, stdin)
+		if err != nil {
+			return fmt.Errorf("hash: %w", err)
 		}
 		if len(args) == 1 {
-			fmt.Fprintln(stdout, chunk.SumOf(hw))
+			fmt.Fprintln(stdout, h)
 		} else {
-			fmt.Fprintf(stdout, "%s  %s\n", chunk.SumOf(hw), name)
+			fmt.Fprintf(stdout, "%s  %s\n", h, name)
 		}
 	}
 	return nil
+}
+
+// hashFile hashes one file, or stdin for "-".
+func hashFile(name string, stdin io.Reader) (chunk.Hash, error) {
+	r := stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return chunk.Hash{}, err
+		}
+		defer f.Close()
+		r = f
+	}
+	hw := chunk.NewHasher()
+	if _, err := io.Copy(hw, r); err != nil {
+		return chunk.Hash{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return chunk.SumOf(hw), nil
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -49,6 +50,10 @@ func runInit(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("init: %w", err)
 	}
 	if err := auth.WriteKeyFile(filepath.Join(*dir, config.SigningKeyFile), key); err != nil {
+		if errors.Is(err, iofs.ErrExist) {
+			return fmt.Errorf("init: %s holds a token-signing key but no %s (an interrupted init?): "+
+				"restore %s, or remove the key deliberately and run init again", *dir, config.VaultFile, config.VaultFile)
+		}
 		return fmt.Errorf("init: %w", err)
 	}
 	v := config.Vault{ID: *id, CreatedAt: time.Now().UTC(), SigningKey: config.SigningKeyFile}

@@ -35,6 +35,7 @@ commands:
   migrate  apply database migrations and exit
   token    issue or revoke access tokens
   hash     print the BLAKE3 address of files (the name to PUT a chunk under)
+  bench    measure ingest against the machine's limits (disk, BLAKE3, PostgreSQL)
   version  print the version
 
 Run 'vault <command> -h' for a command's flags.
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "hash":
 		return runHash(rest, stdin, stdout)
+	case "bench":
+		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "vault", version())
 		return nil

@@ -51,7 +51,7 @@ func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	items, err := readBatch(http.MaxBytesReader(w, r.Body, MaxBatchBytes), h.maxBatch)
+	items, err := readBatch(clientBody{http.MaxBytesReader(w, r.Body, MaxBatchBytes)}, h.maxBatch)
 	if err != nil {
 		h.writeError(w, r, err)
 		return

@@ -20,9 +20,25 @@ import (
 const HeaderRetainUntil = "Vault-Retain-Until"
 
 var (
-	errNoRoute          = fmt.Errorf("%w: no such route", store.ErrNotFound)
-	errMethodNotAllowed = fmt.Errorf("%w: method not allowed on this route", errBadRequest)
+	errNoRoute = fmt.Errorf("%w: no such route", store.ErrNotFound)
 )
+
+// clientBody marks errors reading a request body as the client's: a broken
+// chunked encoding or a connection closed mid-body is bad input (400), not
+// a server failure. Only the handler can tell them apart from the same
+// errors reading a file on disk, which stay 500s.
+type clientBody struct{ io.ReadCloser }
+
+func (b clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		var tooBig *http.MaxBytesError
+		if !errors.As(err, &tooBig) {
+			err = fmt.Errorf("%w: reading request body: %w", errBadRequest, err)
+		}
+	}
+	return n, err
+}
 
 type chunkJSON struct {
 	Hash        chunk.Hash `json:"hash"`
@@ -55,7 +71,7 @@ func (h *handler) putChunk(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, &http.MaxBytesError{Limit: h.maxChunk})
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, h.maxChunk)
+	r.Body = clientBody{http.MaxBytesReader(w, r.Body, h.maxChunk)}
 	var until time.Time
 	if v := r.Header.Get(HeaderRetainUntil); v != "" {
 		if until, err = time.Parse(time.RFC3339, v); err != nil {

@@ -11,9 +11,13 @@ import (
 	"github.com/wormvault/wormvault/internal/store"
 )
 
-// errBadRequest marks malformed requests detected in this package
-// (undecodable JSON, bad headers).
-var errBadRequest = errors.New("api: bad request")
+var (
+	// errBadRequest marks malformed requests detected in this package
+	// (undecodable JSON, bad headers).
+	errBadRequest = errors.New("api: bad request")
+	// errMethodNotAllowed: the route exists, not with this method.
+	errMethodNotAllowed = errors.New("api: method not allowed on this route")
+)
 
 // statusClientClosed is nginx's convention for "the client went away"; it
 // only ever reaches the access log.
@@ -33,6 +37,8 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.As(err, &invalid), errors.Is(err, chunk.ErrInvalidHash), errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "invalid"
+	case errors.Is(err, errMethodNotAllowed):
+		return http.StatusMethodNotAllowed, "method_not_allowed"
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return http.StatusUnauthorized, "unauthenticated"
 	case errors.Is(err, auth.ErrForbidden):

@@ -51,18 +51,22 @@ func (h *handler) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		// Deferred, so that a response cut short on purpose (a panic with
+		// http.ErrAbortHandler) is logged and counted too.
+		defer func() {
+			route := chi.RouteContext(r.Context()).RoutePattern()
+			attrs := []any{
+				"method", r.Method, "route", route, "status", ww.Status(),
+				"bytes_out", ww.BytesWritten(), "duration", time.Since(start),
+				"request_id", middleware.GetReqID(r.Context()),
+			}
+			if p, ok := auth.FromContext(r.Context()); ok {
+				attrs = append(attrs, "subject", p.Subject, "role", string(p.Role))
+			}
+			h.log.Log(r.Context(), slog.LevelInfo, "request", attrs...)
+			h.metrics.observe(r.Method, route, ww.Status(), time.Since(start))
+		}()
 		next.ServeHTTP(ww, r)
-		route := chi.RouteContext(r.Context()).RoutePattern()
-		attrs := []any{
-			"method", r.Method, "route", route, "status", ww.Status(),
-			"bytes_out", ww.BytesWritten(), "duration", time.Since(start),
-			"request_id", middleware.GetReqID(r.Context()),
-		}
-		if p, ok := auth.FromContext(r.Context()); ok {
-			attrs = append(attrs, "subject", p.Subject, "role", string(p.Role))
-		}
-		h.log.Log(r.Context(), slog.LevelInfo, "request", attrs...)
-		h.metrics.observe(r.Method, route, ww.Status(), time.Since(start))
 	})
 }
 

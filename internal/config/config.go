@@ -92,6 +92,13 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("config: unexpected arguments: %q", fs.Args())
 	}
+	if c.DatabaseURL == "" {
+		if file := getenv("VAULT_DATABASE_URL_FILE"); file != "" {
+			if _, err := os.ReadFile(file); err != nil {
+				return c, fmt.Errorf("config: VAULT_DATABASE_URL_FILE: %w", err)
+			}
+		}
+	}
 	var err error
 	if c.MaxChunkSize, err = ParseSize(*maxChunk); err != nil {
 		return c, fmt.Errorf("config: max chunk size: %w", err)

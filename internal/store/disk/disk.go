@@ -184,6 +184,12 @@ func (d *Disk) checkFormat() error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	// A crash while writing the marker can only leave its temp file, which
+	// nothing else would ever remove.
+	stale, _ := filepath.Glob(filepath.Join(d.dir, tempPrefix+FormatFile+"-*"))
+	for _, p := range stale {
+		_ = d.fs.Remove(p) // best effort: harmless if it stays
+	}
 	if err := d.writeFile(d.dir, FormatFile, []byte(FormatMarker)); err != nil {
 		return fmt.Errorf("write format marker: %w", err)
 	}

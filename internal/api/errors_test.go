@@ -1,0 +1,150 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/wormvault/wormvault/internal/auth"
+	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/store"
+)
+
+// errorCases is the mapping table of STYLE.md 2.3, as extended in
+// errors.go.
+var errorCases = []struct {
+	name   string
+	err    error
+	status int
+	code   string
+}{
+	{"InvalidError", &store.InvalidError{Field: "retain_until", Reason: "must be in the future"}, 400, "invalid"},
+	{"malformed hash", chunk.ErrInvalidHash, 400, "invalid"},
+	{"ParseHash error", parseHashErr(), 400, "invalid"},
+	{"malformed request", errBadRequest, 400, "invalid"},
+	{"method not allowed", errMethodNotAllowed, 405, "method_not_allowed"},
+	{"unauthenticated", auth.ErrUnauthenticated, 401, "unauthenticated"},
+	{"forbidden", auth.ErrForbidden, 403, "forbidden"},
+	{"not found", store.ErrNotFound, 404, "not_found"},
+	{"no route", errNoRoute, 404, "not_found"},
+	{"conflict", store.ErrConflict, 409, "conflict"},
+	{"retention shortened", store.ErrRetentionShortened, 409, "retention_locked"},
+	{"immutable", store.ErrImmutable, 409, "immutable"},
+	{"MaxBytesError", &http.MaxBytesError{Limit: 10}, 413, "too_large"},
+	{"store too large", store.ErrTooLarge, 413, "too_large"},
+	{"hash mismatch", chunk.ErrHashMismatch, 422, "hash_mismatch"},
+	{"index unavailable", store.ErrUnavailable, 503, "unavailable"},
+	{"ENOSPC", syscall.ENOSPC, 507, "insufficient_storage"},
+	{"ENOSPC in a PathError", &fs.PathError{Op: "write", Path: "/data/x", Err: syscall.ENOSPC}, 507, "insufficient_storage"},
+	{"corrupt", store.ErrCorrupt, 500, "corrupt"},
+	{"content missing", store.ErrContentMissing, 500, "content_missing"},
+	{"client went away", context.Canceled, statusClientClosed, "client_closed"},
+	{"anything else", errors.New("disk on fire"), 500, "internal"},
+	{"EIO", &fs.PathError{Op: "read", Path: "/data/x", Err: syscall.EIO}, 500, "internal"},
+
+	// Precedence where one error carries two meanings.
+	{"corrupt beats hash mismatch", fmt.Errorf("open: %w: %w", store.ErrCorrupt, chunk.ErrHashMismatch), 500, "corrupt"},
+	{"oversize body read inside bad JSON", fmt.Errorf("%w: request body: %w", errBadRequest, &http.MaxBytesError{Limit: 1}), 413, "too_large"},
+	{"oversize body read inside a store error", fmt.Errorf("store: put: %w", &http.MaxBytesError{Limit: 1}), 413, "too_large"},
+	{"unavailable revocation check", fmt.Errorf("auth: check revocation: %w", fmt.Errorf("store: check revocation: %w: %w", store.ErrUnavailable, errors.New("dial tcp: connection refused"))), 503, "unavailable"},
+}
+
+func parseHashErr() error {
+	_, err := chunk.ParseHash("../../etc/passwd")
+	return err
+}
+
+func TestErrorStatus(t *testing.T) {
+	t.Parallel()
+	wraps := []struct {
+		name string
+		wrap func(error) error
+	}{
+		{"bare", func(err error) error { return err }},
+		{"wrapped", func(err error) error { return fmt.Errorf("x: %w", err) }},
+		{"wrapped twice", func(err error) error { return fmt.Errorf("api: put: %w", fmt.Errorf("store: put chunk: %w", err)) }},
+		{"joined", func(err error) error { return errors.Join(errors.New("cleanup failed"), err) }},
+	}
+	for _, tt := range errorCases {
+		for _, w := range wraps {
+			t.Run(tt.name+"/"+w.name, func(t *testing.T) {
+				err := w.wrap(tt.err)
+				status, code := errorStatus(err)
+				if status != tt.status || code != tt.code {
+					t.Errorf("errorStatus(%v) = %d %q, want %d %q", err, status, code, tt.status, tt.code)
+				}
+			})
+		}
+	}
+	t.Run("%v loses the meaning", func(t *testing.T) {
+		// Guards the table against a mapping that matched on text.
+		if status, code := errorStatus(fmt.Errorf("x: %v", store.ErrNotFound)); status != 500 || code != "internal" {
+			t.Errorf("errorStatus(%%v-wrapped ErrNotFound) = %d %q, want 500 internal", status, code)
+		}
+	})
+}
+
+// TestWriteError checks the response writeError builds from the mapping:
+// the JSON body, Retry-After on 503, and server-side causes kept out of
+// the message.
+func TestWriteError(t *testing.T) {
+	t.Parallel()
+	var logBuf strings.Builder
+	h := &handler{log: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	secret := "/srv/vault/data/blake3/ab/cd: password=hunter2"
+	for _, tt := range errorCases {
+		t.Run(tt.name, func(t *testing.T) {
+			err := fmt.Errorf("x: %w: %s", tt.err, secret)
+			rec := httptest.NewRecorder()
+			h.writeError(rec, httptest.NewRequest(http.MethodGet, "/v1/x", nil), err)
+			if tt.status == statusClientClosed {
+				// Nobody is listening: nothing is written.
+				if rec.Body.Len() != 0 || rec.Code != http.StatusOK || len(rec.Header()) != 0 {
+					t.Errorf("client gone: wrote status %d, body %q", rec.Code, rec.Body)
+				}
+				return
+			}
+			if rec.Code != tt.status {
+				t.Fatalf("status %d, want %d", rec.Code, tt.status)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			var body struct {
+				Error struct {
+					Code    string `json:"code"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			dec := json.NewDecoder(rec.Body)
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&body); err != nil {
+				t.Fatalf("decode %q: %v", rec.Body, err)
+			}
+			if _, err := dec.Token(); err != io.EOF {
+				t.Errorf("trailing data after the error object")
+			}
+			if body.Error.Code != tt.code || body.Error.Message == "" {
+				t.Errorf("body = %+v, want code %q and a message", body, tt.code)
+			}
+			if tt.status >= 500 && strings.Contains(body.Error.Message, "hunter2") {
+				t.Errorf("5xx message %q reveals the cause", body.Error.Message)
+			}
+			if tt.status < 500 && !strings.Contains(body.Error.Message, "hunter2") {
+				t.Errorf("4xx message %q does not explain the error", body.Error.Message)
+			}
+			if got := rec.Header().Get("Retry-After"); (tt.status == 503) != (got != "") {
+				t.Errorf("status %d with Retry-After %q", tt.status, got)
+			}
+		})
+	}
+}
