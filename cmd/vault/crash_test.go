@@ -384,11 +384,15 @@ func mustGetChunk(t testing.TB, c *http.Client, base, token string, h chunk.Hash
 }
 
 // randomChunk returns random content of a size between 4 KiB and 2 MiB,
-// spread evenly over the powers of two in between.
-func randomChunk(rng *rand.Rand) []byte {
-	const minSize, maxSize = 4 << 10, 2 << 20
-	size := minSize << rng.IntN(9) // 4 KiB .. 1 MiB
-	size += rng.IntN(size + 1)     // .. up to twice that
+// spread evenly over the powers of two in between; with small, between
+// 1 KiB and 64 KiB, all of which go to pack files.
+func randomChunk(rng *rand.Rand, small bool) []byte {
+	minSize, maxSize, steps := 4<<10, 2<<20, 9 // 4 KiB .. 1 MiB
+	if small {
+		minSize, maxSize, steps = 1<<10, 64<<10, 6 // 1 KiB .. 32 KiB
+	}
+	size := minSize << rng.IntN(steps)
+	size += rng.IntN(size + 1) // .. up to twice that
 	size = min(size, maxSize)
 	b := make([]byte, size)
 	fillRandom(rng, b)
@@ -661,10 +665,16 @@ func checkDiskMatchesIndex(t testing.TB, dir string, index map[chunk.Hash]indexR
 // half-present, and the index and the disk agree.
 func TestCrashDuringUploads(t *testing.T) {
 	t.Parallel()
+	t.Run("mixed sizes", func(t *testing.T) { t.Parallel(); testCrashDuringUploads(t, false, 50) })
+	// A burst of small chunks only: every one goes through a pack and the
+	// group committer.
+	t.Run("small chunks", func(t *testing.T) { t.Parallel(); testCrashDuringUploads(t, true, 300) })
+}
+
+func testCrashDuringUploads(t *testing.T, small bool, killAfter int64) {
 	const (
 		workers      = 8
-		killAfter    = 50  // acknowledgements before the kill
-		maxPerWorker = 400 // bounds the test if the kill never comes
+		maxPerWorker = 2000 // bounds the test if the kill never comes
 		agentSubject = "crash-agent"
 	)
 	bin := mustBuildVault(t)
@@ -708,7 +718,7 @@ func TestCrashDuringUploads(t *testing.T) {
 					return
 				default:
 				}
-				data := randomChunk(rng)
+				data := randomChunk(rng, small)
 				h := chunk.Sum(data)
 				mu.Lock()
 				attempted[h] = int64(len(data))
@@ -905,7 +915,7 @@ func TestGracefulShutdown(t *testing.T) {
 	client := newTestClient(t)
 	mustWaitReady(t, client, srv)
 
-	data := randomChunk(rand.New(rand.NewPCG(1, 2)))
+	data := randomChunk(rand.New(rand.NewPCG(1, 2)), false)
 	data = append(data, make([]byte, 1<<20)...) // at least 1 MiB
 	h := chunk.Sum(data)
 	addr := strings.TrimPrefix(srv.url, "http://")
