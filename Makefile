@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/vault
 DEVDIR  := .devdb
 
-.PHONY: build run test db db-stop vet fmt clean
+.PHONY: build run test bench db db-stop vet fmt clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vault
@@ -19,6 +19,14 @@ run: build
 # All tests, with the race detector, against a real PostgreSQL.
 test:
 	@scripts/test.sh
+
+# Ingest benchmark with its physical baselines (durable raw disk, BLAKE3,
+# PostgreSQL commits) in one run, under 5 minutes; writes docs/benchmarks.md
+# (only between its bench markers). BENCHFLAGS adds flags, e.g.
+# BENCHFLAGS='--pprof /tmp/vault-cpu.pprof'.
+bench: build
+	@if [ -z "$${VAULT_DATABASE_URL:-}" ]; then eval "$$(scripts/devdb.sh start | sed 's/^/export /')"; fi; \
+	./$(BIN) bench --out docs/benchmarks.md $(BENCHFLAGS)
 
 db:
 	@scripts/devdb.sh start

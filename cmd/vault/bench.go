@@ -26,7 +26,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	agentsText := fs.String("agents", "1,8", "numbers of concurrent agents, comma-separated")
 	dedupText := fs.String("dedup", "0,0.9", "fractions of PUTs that re-send a stored chunk, comma-separated")
 	duration := fs.Duration("duration", 4*time.Second, "time cap of each cell and baseline")
-	maxBytesText := fs.String("max-bytes", "512MiB", "byte cap of each cell and raw-disk baseline")
+	maxBytesText := fs.String("max-bytes", "1GiB", "byte cap of each cell and raw-disk baseline")
 	out := fs.String("out", "", "markdown file to write; only the part between the bench markers is replaced (default: stdout only)")
 	dbURL := fs.String("database-url", getenv("VAULT_DATABASE_URL"), "PostgreSQL server whose role may CREATE DATABASE; a fresh database is made on it and dropped after (VAULT_DATABASE_URL)")
 	workDir := fs.String("work-dir", os.TempDir(), "directory on the disk to measure; a fresh subdirectory is made in it and removed after")

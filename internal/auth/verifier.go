@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -35,7 +36,24 @@ type Verifier struct {
 	kid     string
 	revoked Revocations
 	parser  *jwt.Parser
+	clk     clock.Clock
+
+	// cache remembers tokens whose signature and claims were checked, so
+	// that an agent pushing thousands of chunks with one token pays the
+	// Ed25519 verification once, not per request. The key is the whole
+	// token, signature included: any change to it is a miss. Lifetime is
+	// re-checked on every hit, and revocation is never cached here.
+	mu    sync.Mutex
+	cache map[string]verified
 }
+
+type verified struct {
+	p         Principal
+	notBefore time.Time
+}
+
+// maxCached bounds the cache; when full it starts over.
+const maxCached = 10_000
 
 // NewVerifier returns a Verifier accepting tokens signed by pub for the vault
 // vaultID and not revoked according to revoked. It panics if pub is not an
@@ -60,6 +78,8 @@ func NewVerifier(pub ed25519.PublicKey, vaultID string, revoked Revocations, clk
 		pub:     k,
 		kid:     keyID(k),
 		revoked: revoked,
+		clk:     clk,
+		cache:   make(map[string]verified),
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 			jwt.WithIssuer(tokenIssuer),
@@ -85,6 +105,38 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	if len(raw) > MaxAuthorizationLen {
 		return Principal{}, fmt.Errorf("%w: token too long", ErrUnauthenticated)
 	}
+	p, err := v.check(raw)
+	if err != nil {
+		return Principal{}, err
+	}
+	// Only now, with a genuine token, ask about revocation: forged tokens
+	// must not be able to generate load on the database.
+	revoked, err := v.revoked.IsRevoked(ctx, p.JTI)
+	if err != nil {
+		return Principal{}, fmt.Errorf("auth: check revocation: %w", err)
+	}
+	if revoked {
+		return Principal{}, fmt.Errorf("%w: token revoked", ErrUnauthenticated)
+	}
+	return p, nil
+}
+
+// check verifies raw's signature and claims, or finds it already verified
+// and still within its lifetime.
+func (v *Verifier) check(raw string) (Principal, error) {
+	now := v.clk.Now()
+	v.mu.Lock()
+	hit, ok := v.cache[raw]
+	v.mu.Unlock()
+	if ok {
+		if !now.Before(hit.p.ExpiresAt.Add(leeway)) {
+			return Principal{}, fmt.Errorf("%w: token is expired", ErrUnauthenticated)
+		}
+		if now.Before(hit.notBefore.Add(-leeway)) {
+			return Principal{}, fmt.Errorf("%w: token is not valid yet", ErrUnauthenticated)
+		}
+		return hit.p, nil
+	}
 	var c Claims
 	// Any error at all is a rejection; never branch on the kind of jwt error
 	// (CVE-2024-51744).
@@ -95,17 +147,18 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	if !t.Valid || c.ExpiresAt == nil {
 		return Principal{}, fmt.Errorf("%w: invalid token", ErrUnauthenticated)
 	}
-
-	// Only now, with a genuine token, ask the database: forged tokens must not
-	// be able to generate load on it.
-	revoked, err := v.revoked.IsRevoked(ctx, c.ID)
-	if err != nil {
-		return Principal{}, fmt.Errorf("auth: check revocation: %w", err)
+	p := Principal{Subject: c.Subject, Role: c.Role, JTI: c.ID, ExpiresAt: c.ExpiresAt.Time}
+	nbf := now
+	if c.NotBefore != nil {
+		nbf = c.NotBefore.Time
 	}
-	if revoked {
-		return Principal{}, fmt.Errorf("%w: token revoked", ErrUnauthenticated)
+	v.mu.Lock()
+	if len(v.cache) >= maxCached {
+		clear(v.cache)
 	}
-	return Principal{Subject: c.Subject, Role: c.Role, JTI: c.ID, ExpiresAt: c.ExpiresAt.Time}, nil
+	v.cache[raw] = verified{p: p, notBefore: nbf}
+	v.mu.Unlock()
+	return p, nil
 }
 
 // keyFunc returns our public key for tokens that name it. It receives the

@@ -462,22 +462,27 @@ Absolute numbers mean little on a shared machine; the ratios do. Each vault
 cell is measured in the same run as the baselines that bound it, and the
 raw-disk baseline is run right before and right after the cells it bounds
 (both runs are listed; the ratios use the pooled figure), because the disk's
-speed drifts. "Of raw disk" is the vault's MB/s over the durable raw-disk MB/s
-at the same chunk size and number of agents (the vault cannot beat writing the
-same bytes with the same fsyncs; in dedup cells most PUTs write nothing, so
-more than 100% is expected there); "of per-item bound" is its chunks/s over the lower of raw-disk files/s
-(same size and agents) and PostgreSQL commits/s (same agents), the limit for
-small chunks when each one costs a file and a commit; group commit is how a
-vault gets past 100% there. "Of BLAKE3" shows how much of the hashing budget
-is used. Dedup hits are compared with new writes of the same size: a hit is
-estimated as agents ÷ mean hit latency (the agents work in a closed loop),
-new writes are the chunks/s of the 0% dedup cell. MB/s are decimal (10^6
-bytes/s) and count every PUT's body, hits included; CPU s/GB is CPU seconds
-per 10^9 bytes PUT. Server RSS peak is the highest VmRSS sampled every 100 ms
-during the cell; VmHWM is the server's lifetime peak up to the end of that
-cell. The bench client runs on the same cores as the server and PostgreSQL, so
-its CPU (chunks are generated and hashed before each cell's clock starts) is
-shown too. Latencies are per request, end to end, including the 201/200 answer.
+speed drifts.
+
+- "Of raw disk" is the vault's MB/s over the durable raw-disk MB/s at the same
+  chunk size and number of agents: the vault cannot beat writing the same
+  bytes with the same fsyncs. In dedup cells most PUTs write nothing, so more
+  than 100% is expected there.
+- "Of per-item bound" is the vault's chunks/s over the lower of raw-disk
+  files/s (same size and agents) and PostgreSQL commits/s (same agents): the
+  limit for small chunks when each one costs a file and a commit. Group commit
+  is how a vault gets past 100% there.
+- "Of BLAKE3" shows how much of the hashing budget (all cores) is used.
+- Dedup hits are compared with new writes of the same size: the hit rate is
+  estimated as agents ÷ mean hit latency (the agents work in a closed loop);
+  new writes are the chunks/s of the 0% dedup cell.
+- MB/s are decimal (10^6 bytes/s) and count every PUT's body, hits included;
+  CPU s/GB is CPU seconds per 10^9 bytes PUT. The bench client runs on the
+  same cores as the server and PostgreSQL, so its CPU is shown too (chunks are
+  generated and hashed before each cell's clock starts).
+- Server RSS peak is the highest VmRSS sampled every 100 ms during the cell;
+  VmHWM is the server's lifetime peak up to the end of that cell.
+- Latencies are per request, end to end, including the 201/200 answer.
 `
 
 // rates lists the rates of a baseline's runs: "3,100 / 3,350".

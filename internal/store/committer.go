@@ -40,6 +40,7 @@ type commitItem struct {
 	now      time.Time
 	until    time.Time
 	loc      *pack.Location
+	existing *chunkRow // already stored, found by the packer's lookup
 	err      error
 	done     chan commitResult
 }
@@ -150,14 +151,46 @@ func (c *committer) packer() {
 	}
 }
 
-// append writes the group's small chunks to the open pack, each distinct
-// hash once, and records their locations (or the error) on the items.
+// append looks up the group's small chunks in one query, then writes
+// those not already stored to the open pack, each distinct hash once, and
+// records their locations (or the error) on the items.
 func (c *committer) append(items []*commitItem) (sealed int64) {
+	var keys [][]byte
+	for _, it := range items {
+		if it.data != nil {
+			keys = append(keys, it.hash[:])
+		}
+	}
+	if len(keys) == 0 {
+		return 0
+	}
+	ctx := context.Background()
+	rows, _ := c.s.pool.Query(ctx, "SELECT "+chunkColumns+" FROM chunks WHERE hash = ANY($1)", keys)
+	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
+	if err != nil {
+		err = dbErr("look up group", err)
+		for _, it := range items {
+			if it.data != nil {
+				it.err = err
+			}
+		}
+		return 0
+	}
+	stored := make(map[chunk.Hash]*chunkRow, len(found))
+	for i := range found {
+		h, _ := chunk.FromBytes(found[i].Hash)
+		stored[h] = &found[i]
+	}
+
 	var recs []pack.Record
 	first := make(map[chunk.Hash]int)
 	var packed []*commitItem
 	for _, it := range items {
 		if it.data == nil {
+			continue
+		}
+		if row, ok := stored[it.hash]; ok {
+			it.existing = row
 			continue
 		}
 		packed = append(packed, it)
@@ -212,6 +245,8 @@ func (c *committer) indexer() {
 			switch {
 			case it.err != nil:
 				it.done <- commitResult{err: it.err}
+			case it.existing != nil:
+				it.done <- commitResult{row: *it.existing}
 			case err != nil:
 				it.done <- commitResult{err: err}
 			default:
@@ -239,7 +274,7 @@ func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkR
 		seen    = make(map[chunk.Hash]bool, len(g.items))
 	)
 	for _, it := range g.items {
-		if it.err != nil || seen[it.hash] {
+		if it.err != nil || it.existing != nil || seen[it.hash] {
 			continue
 		}
 		seen[it.hash] = true
@@ -261,29 +296,40 @@ func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkR
 	}
 	created := make(map[chunk.Hash]chunkRow, len(hashes))
 	ctx := context.Background() // the group outlives any one request
-	err := pgx.BeginFunc(ctx, c.s.pool, func(tx pgx.Tx) error {
-		if len(hashes) > 0 {
-			rows, _ := tx.Query(ctx, insertChunksSQL, pgx.NamedArgs{
-				"hashes": hashes, "sizes": sizes, "stored": stored, "until": until,
-				"by": by, "pack": packIDs, "off": offs,
-			})
-			inserted, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
-			if err != nil {
+	markSealed := g.sealed != 0 && !dirty[g.sealed]
+	insert := func(q querier) error {
+		if len(hashes) == 0 {
+			return nil
+		}
+		rows, _ := q.Query(ctx, insertChunksSQL, pgx.NamedArgs{
+			"hashes": hashes, "sizes": sizes, "stored": stored, "until": until,
+			"by": by, "pack": packIDs, "off": offs,
+		})
+		inserted, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
+		if err != nil {
+			return err
+		}
+		for _, r := range inserted {
+			h, _ := chunk.FromBytes(r.Hash)
+			created[h] = r
+		}
+		return nil
+	}
+	var err error
+	if !markSealed {
+		// One statement is its own transaction: one round trip, one commit.
+		err = insert(c.s.pool)
+	} else {
+		err = pgx.BeginFunc(ctx, c.s.pool, func(tx pgx.Tx) error {
+			if err := insert(tx); err != nil {
 				return err
 			}
-			for _, r := range inserted {
-				h, _ := chunk.FromBytes(r.Hash)
-				created[h] = r
-			}
-		}
-		if g.sealed != 0 && !dirty[g.sealed] {
 			// Every group that went into this pack is now indexed.
 			_, err := tx.Exec(ctx, "INSERT INTO packs_indexed (pack_id, indexed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
 				g.sealed, c.s.clk.Now())
 			return err
-		}
-		return nil
-	})
+		})
+	}
 	if err != nil {
 		return nil, dbErr("commit group", err)
 	}
