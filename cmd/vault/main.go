@@ -35,6 +35,9 @@ commands:
   migrate  apply database migrations and exit
   token    issue or revoke access tokens
   hash     print the BLAKE3 address of files (the name to PUT a chunk under)
+  retention retention summary and what expires before a date (auditor, over HTTP)
+  snapshots list and show snapshots (over HTTP)
+  holds    list and show legal holds (over HTTP)
   bench    measure ingest against the machine's limits (disk, BLAKE3, PostgreSQL)
   version  print the version
 
@@ -60,6 +63,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "hash":
 		return runHash(rest, stdin, stdout)
+	case "retention":
+		return runRetention(ctx, rest, getenv, stdout, stderr)
+	case "snapshots":
+		return runSnapshots(ctx, rest, getenv, stdout, stderr)
+	case "holds":
+		return runHolds(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "version":

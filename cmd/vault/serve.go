@@ -20,6 +20,7 @@ import (
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/clock"
 	"github.com/wormvault/wormvault/internal/config"
+	"github.com/wormvault/wormvault/internal/notify"
 	"github.com/wormvault/wormvault/internal/store"
 	"github.com/wormvault/wormvault/internal/store/disk"
 	"github.com/wormvault/wormvault/internal/store/pack"
@@ -63,11 +64,26 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	clk := clock.Real{}
+	if cfg.Dev && cfg.DeletionDelay < config.SafeMinDeletionDelay {
+		log.Warn("DEV MODE: deletion delay below the safe minimum", "deletion_delay", cfg.DeletionDelay)
+	}
+	var notifyFn func(context.Context, store.Event)
+	if cfg.WebhookURL != "" {
+		wh := notify.NewWebhook(cfg.WebhookURL, nil, log)
+		go wh.Run(ctx)
+		notifyFn = wh.Notify
+	}
 	st := store.New(pool, blobs, clk, log, store.NewMetrics(reg), store.Options{
 		MinRetention:  cfg.MinRetention,
 		MaxChunkSize:  cfg.MaxChunkSize,
 		Packs:         packs,
 		PackThreshold: cfg.PackThreshold,
+		Deletion: store.DeletionPolicy{
+			ApprovalsRequired: cfg.ApprovalsRequired,
+			Delay:             cfg.DeletionDelay,
+			Expiry:            cfg.RequestExpiry,
+		},
+		Notify: notifyFn,
 	})
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.
@@ -93,6 +109,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Log:      log,
 		Registry: reg,
 	})
+	go runExecutor(ctx, st, cfg.ExecutorInterval, log)
+	go st.WatchRevocations(ctx)
 	if cfg.PprofListen != "" {
 		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
 			return err
@@ -173,4 +191,25 @@ func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
 	}()
 	log.Warn("pprof profiling enabled", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	return nil
+}
+
+// runExecutor executes due deletions every interval until ctx is done.
+func runExecutor(ctx context.Context, st *store.Store, every time.Duration, log *slog.Logger) {
+	log = log.With("component", "executor")
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rep, err := st.RunDue(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Error("executor run failed", "err", err)
+		}
+		if len(rep.Executed)+len(rep.Expired) > 0 {
+			log.Info("executor run", "executed", rep.Executed, "expired", rep.Expired)
+		}
+	}
 }

@@ -224,12 +224,10 @@ func (h *handler) chunkRetention(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	c, err := h.store.Stat(r.Context(), hash)
+	cr, err := h.store.ChunkRetention(r.Context(), hash)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, chunkJSON{
-		Hash: c.Hash, Size: c.Size, StoredAt: c.StoredAt.UTC(), RetainUntil: c.RetainUntil.UTC(), UploadedBy: c.UploadedBy,
-	})
+	writeJSON(w, http.StatusOK, toChunkRetentionJSON(cr))
 }

@@ -29,6 +29,7 @@ func errorStatus(err error) (status int, code string) {
 	var (
 		invalid *store.InvalidError
 		tooBig  *http.MaxBytesError
+		missing *store.MissingChunksError
 	)
 	switch {
 	case errors.As(err, &tooBig), errors.Is(err, store.ErrTooLarge):
@@ -43,6 +44,8 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusUnauthorized, "unauthenticated"
 	case errors.Is(err, auth.ErrForbidden):
 		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, store.ErrSelfApproval):
+		return http.StatusForbidden, "self_approval"
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "not_found"
 	case errors.Is(err, store.ErrRetentionShortened):
@@ -53,6 +56,8 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, chunk.ErrHashMismatch) && !errors.Is(err, store.ErrCorrupt):
 		return http.StatusUnprocessableEntity, "hash_mismatch"
+	case errors.Is(err, store.ErrClockSkew):
+		return http.StatusServiceUnavailable, "clock_skew"
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, syscall.ENOSPC):
@@ -63,6 +68,10 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusInternalServerError, "content_missing"
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed, "client_closed"
+	case errors.As(err, &missing):
+		return http.StatusUnprocessableEntity, "missing_chunks"
+	case errors.Is(err, store.ErrRequiresApproval):
+		return http.StatusConflict, "requires_approval"
 	}
 	return http.StatusInternalServerError, "internal"
 }
@@ -77,6 +86,8 @@ func publicMessage(status int, code string, err error) string {
 		return "stored content is missing; it is not served (the operator has been alerted)"
 	case "unavailable":
 		return "the vault's index is unavailable; retry later"
+	case "clock_skew":
+		return "the server's and the database's clocks disagree; nothing time-locked is executed until they agree (the operator has been alerted)"
 	case "insufficient_storage":
 		return "the vault is out of disk space"
 	}
@@ -93,6 +104,10 @@ type errorBody struct {
 type errorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Missing lists the first chunks a snapshot or hold named that are not
+	// stored (code missing_chunks); MissingTotal counts them all.
+	Missing      []chunk.Hash `json:"missing,omitempty"`
+	MissingTotal int64        `json:"missing_total,omitempty"`
 }
 
 // writeError answers a failed request: status and JSON body from the one
@@ -114,5 +129,10 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 	}
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: publicMessage(status, code, err)}})
+	detail := errorDetail{Code: code, Message: publicMessage(status, code, err)}
+	var missing *store.MissingChunksError
+	if errors.As(err, &missing) {
+		detail.Missing, detail.MissingTotal = missing.Hashes, missing.Total
+	}
+	writeJSON(w, status, errorBody{Error: detail})
 }

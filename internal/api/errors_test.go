@@ -34,6 +34,8 @@ var errorCases = []struct {
 	{"method not allowed", errMethodNotAllowed, 405, "method_not_allowed"},
 	{"unauthenticated", auth.ErrUnauthenticated, 401, "unauthenticated"},
 	{"forbidden", auth.ErrForbidden, 403, "forbidden"},
+	{"self-approval", store.ErrSelfApproval, 403, "self_approval"},
+	{"clock skew", store.ErrClockSkew, 503, "clock_skew"},
 	{"not found", store.ErrNotFound, 404, "not_found"},
 	{"no route", errNoRoute, 404, "not_found"},
 	{"conflict", store.ErrConflict, 409, "conflict"},

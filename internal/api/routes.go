@@ -77,6 +77,28 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(agent)).Post("/chunks/retain", h.retainChunks)
 		r.With(h.require(auditor, admin)).Get("/chunks/{hash}/retention", h.chunkRetention)
 
+		r.With(h.require(agent)).Post("/snapshots", h.commitSnapshot)
+		r.With(h.require(reader, auditor, admin)).Get("/snapshots", h.listSnapshots)
+		r.With(h.require(reader, auditor, admin)).Get("/snapshots/{id}", h.getSnapshot)
+		r.With(h.require(agent)).Post("/snapshots/{id}/retain", h.retainSnapshot)
+
+		r.With(h.require(admin)).Post("/holds", h.placeHold)
+		r.With(h.require(auditor, admin)).Get("/holds", h.listHolds)
+		r.With(h.require(auditor, admin)).Get("/holds/{id}", h.getHold)
+		r.With(h.require(admin)).Delete("/holds/{id}", h.releaseHold)
+
+		r.With(h.require(auditor, admin)).Get("/retention/summary", h.retentionSummary)
+		r.With(h.require(auditor, admin)).Get("/retention/chunks", h.expiringChunks)
+		r.With(h.require(auditor, admin)).Get("/retention/snapshots", h.expiringSnapshots)
+
+		r.With(h.require(admin)).Post("/deletions", h.requestDeletion)
+		r.With(h.require(auditor, admin)).Get("/deletions", h.listDeletions)
+		r.With(h.require(admin)).Post("/deletions/execute-due", h.executeDue)
+		r.With(h.require(auditor, admin)).Get("/deletions/{id}", h.getDeletion)
+		r.With(h.require(auditor, admin)).Get("/deletions/{id}/outcomes", h.deletionOutcomes)
+		r.With(h.require(admin)).Post("/deletions/{id}/approve", h.approveDeletion)
+		r.With(h.require(admin)).Post("/deletions/{id}/cancel", h.cancelDeletion)
+
 		r.With(h.require(auditor)).Get("/audit", h.auditEntries)
 	})
 	return r

@@ -20,6 +20,11 @@ const (
 	DefaultMaxChunkSize = 64 << 20
 	DefaultMinRetention = 30 * 24 * time.Hour
 	DefaultDBMaxConns   = 16
+	// Deletion policy defaults and floors.
+	DefaultApprovalsRequired = 2
+	DefaultDeletionDelay     = 72 * time.Hour
+	DefaultRequestExpiry     = 7 * 24 * time.Hour
+	SafeMinDeletionDelay     = time.Hour
 	// MaxChunkSizeLimit bounds the configurable chunk size: a chunk is a
 	// unit of dedup and of streaming, not a whole backup.
 	MaxChunkSizeLimit = 1 << 30
@@ -50,6 +55,17 @@ type Serve struct {
 	// Dev relaxes the safety floors (short retention) for local trials; the
 	// server logs it loudly at start.
 	Dev bool
+	// ApprovalsRequired is how many admins other than the requester must
+	// approve a deletion.
+	ApprovalsRequired int
+	// DeletionDelay runs from the quorum to execution.
+	DeletionDelay time.Duration
+	// RequestExpiry is how long a deletion request waits for its quorum.
+	RequestExpiry time.Duration
+	// ExecutorInterval is how often the executor looks for due deletions.
+	ExecutorInterval time.Duration
+	// WebhookURL, if set, receives every deletion event as JSON.
+	WebhookURL string
 	// PprofListen, when set, serves net/http/pprof on a separate listener
 	// (keep it on loopback: profiles reveal internals).
 	PprofListen string
@@ -83,6 +99,11 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.StringVar(&c.LogFormat, "log-format", env("VAULT_LOG_FORMAT", "json"), "log format: json or text (VAULT_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("VAULT_LOG_LEVEL", "info"), "log level: debug, info, warn, error (VAULT_LOG_LEVEL)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run on at shutdown")
+	fs.IntVar(&c.ApprovalsRequired, "approvals-required", atoi(env("VAULT_APPROVALS_REQUIRED", ""), DefaultApprovalsRequired), "admins other than the requester who must approve a deletion (VAULT_APPROVALS_REQUIRED)")
+	deletionDelay := fs.String("deletion-delay", env("VAULT_DELETION_DELAY", "72h"), "wait between a deletion's quorum and its execution, in which any admin can cancel (VAULT_DELETION_DELAY)")
+	requestExpiry := fs.String("request-expiry", env("VAULT_REQUEST_EXPIRY", "7d"), "how long a deletion request waits for its quorum (VAULT_REQUEST_EXPIRY)")
+	executorInterval := fs.String("executor-interval", env("VAULT_EXECUTOR_INTERVAL", "30s"), "how often due deletions are executed (VAULT_EXECUTOR_INTERVAL)")
+	fs.StringVar(&c.WebhookURL, "webhook-url", env("VAULT_WEBHOOK_URL", ""), "POST every deletion event as JSON to this URL (VAULT_WEBHOOK_URL)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", env("VAULT_PPROF_LISTEN", ""), "serve pprof profiles on this address, e.g. 127.0.0.1:6060; off by default (VAULT_PPROF_LISTEN)")
 	fs.BoolVar(&c.Dev, "dev", env("VAULT_DEV", "") == "1", "dev mode: relax safety floors, loudly (VAULT_DEV=1)")
 	fs.BoolVar(&c.AllowPlaintext, "allow-plaintext", env("VAULT_ALLOW_PLAINTEXT", "") == "1", "allow plain HTTP on a non-loopback address (VAULT_ALLOW_PLAINTEXT=1)")
@@ -106,6 +127,15 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	if c.PackThreshold, err = ParseSize(*packThreshold); err != nil {
 		return c, fmt.Errorf("config: pack threshold: %w", err)
 	}
+	if c.DeletionDelay, err = ParseDuration(*deletionDelay); err != nil {
+		return c, fmt.Errorf("config: deletion delay: %w", err)
+	}
+	if c.RequestExpiry, err = ParseDuration(*requestExpiry); err != nil {
+		return c, fmt.Errorf("config: request expiry: %w", err)
+	}
+	if c.ExecutorInterval, err = ParseDuration(*executorInterval); err != nil {
+		return c, fmt.Errorf("config: executor interval: %w", err)
+	}
 	if c.MinRetention, err = ParseDuration(*minRet); err != nil {
 		return c, fmt.Errorf("config: min retention: %w", err)
 	}
@@ -128,6 +158,16 @@ func (c Serve) Validate() error {
 		return fmt.Errorf("%w: min retention must be positive, got %s", ErrUnsafe, c.MinRetention)
 	case c.MinRetention < SafeMinRetention && !c.Dev:
 		return fmt.Errorf("%w: min retention %s is below %s; only --dev allows that", ErrUnsafe, c.MinRetention, SafeMinRetention)
+	case c.ApprovalsRequired < 1:
+		return fmt.Errorf("%w: approvals required must be at least 1, got %d: one stolen admin login must never be enough to delete", ErrUnsafe, c.ApprovalsRequired)
+	case c.DeletionDelay <= 0:
+		return fmt.Errorf("%w: deletion delay must be positive, got %s", ErrUnsafe, c.DeletionDelay)
+	case c.DeletionDelay < SafeMinDeletionDelay && !c.Dev:
+		return fmt.Errorf("%w: deletion delay %s is below %s, too short for anyone to notice and cancel; only --dev allows that", ErrUnsafe, c.DeletionDelay, SafeMinDeletionDelay)
+	case c.RequestExpiry <= 0:
+		return fmt.Errorf("config: request expiry must be positive, got %s", c.RequestExpiry)
+	case c.ExecutorInterval < time.Second:
+		return fmt.Errorf("config: executor interval must be at least 1s, got %s", c.ExecutorInterval)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("config: --tls-cert and --tls-key go together")
 	case c.DBMaxConns < 2:

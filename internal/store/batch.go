@@ -69,25 +69,18 @@ func (s *Store) PutBatch(ctx context.Context, uploader string, items []BatchItem
 		}
 		ci := &commitItem{hash: it.Hash, size: int64(len(it.Data)), uploader: uploader, now: now, until: until}
 		if s.committer == nil || int64(len(it.Data)) > s.opts.PackThreshold {
-			if _, err := s.blobs.Put(ctx, it.Hash, bytes.NewReader(it.Data)); err != nil {
-				results[i].Err = fmt.Errorf("store: put chunk %s: %w", it.Hash, err)
-				continue
-			}
-		} else {
-			ci.data = it.Data
+			// Chunks that become files are written and indexed one by
+			// one, under their hash lock.
+			_, results[i].Created, results[i].Err = s.putFile(ctx, ci, bytes.NewReader(it.Data))
+			continue
 		}
+		ci.data = it.Data
 		pending = append(pending, ci)
 		pendingIdx = append(pendingIdx, i)
 	}
-
-	if s.committer != nil {
+	if len(pending) > 0 {
 		for i, r := range s.committer.commitAll(pending) {
 			results[pendingIdx[i]].Created, results[pendingIdx[i]].Err = r.created, r.err
-		}
-	} else {
-		for i, ci := range pending {
-			_, created, err := s.index(ctx, ci)
-			results[pendingIdx[i]].Created, results[pendingIdx[i]].Err = created, err
 		}
 	}
 

@@ -39,6 +39,11 @@ type Blobs interface {
 	// there is no such blob.
 	Quarantine(ctx context.Context, h chunk.Hash) error
 
+	// Remove deletes a blob durably: once it returns, a crash cannot bring
+	// the blob back. Removing an absent blob is not an error (the deletion
+	// executor is rerun after a crash). Only the deletion executor calls it.
+	Remove(ctx context.Context, h chunk.Hash) error
+
 	// CleanTemp removes leftovers of interrupted writes and reports how many
 	// it removed. It must only be called when no Put is in progress.
 	CleanTemp(ctx context.Context) (removed int, err error)

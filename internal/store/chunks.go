@@ -83,20 +83,12 @@ func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, bod
 	}
 	body = &limitReader{r: body, max: s.opts.MaxChunkSize}
 
-	// Look the chunk up first: if the index is down this fails before any
-	// disk work, and an already stored chunk takes the cheap path.
-	existing, err := s.Stat(ctx, h)
-	switch {
-	case err == nil:
-		return s.putExisting(ctx, uploader, existing, body, extendTo(retainUntil, until))
-	case !errors.Is(err, ErrNotFound):
-		return PutResult{}, err
-	}
-
 	it := &commitItem{hash: h, uploader: uploader, now: now, until: until}
 	if s.committer != nil {
-		// Small chunks are read whole (bounded by the pack threshold) and
-		// packed; a larger one continues as a file with what was read.
+		// Small chunks are read whole (bounded by the pack threshold),
+		// verified, and handed to the group committer, which looks them up
+		// for the whole group at once: a small upload costs no database
+		// round trip of its own. A larger one continues as a file.
 		buf := s.packBufs.Get().(*[]byte)
 		defer s.packBufs.Put(buf)
 		n, err := io.ReadFull(body, *buf)
@@ -112,33 +104,66 @@ func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, bod
 			body = io.MultiReader(bytes.NewReader(*buf), body)
 		}
 	}
-	if it.data == nil {
-		size, err := s.blobs.Put(ctx, h, body)
-		if err != nil {
-			return PutResult{}, fmt.Errorf("store: put chunk %s: %w", h, err)
-		}
-		it.size = size
-		// The content is durable. If the insert fails, the file stays
-		// without a row: invisible to every reader, and adopted by the next
-		// reconcile or a retried upload. Removing it here could race a
-		// concurrent upload of the same chunk that has already committed
-		// its row.
-	}
-	row, created, err := s.index(ctx, it)
-	if err != nil {
-		return PutResult{}, err
-	}
-	if !created {
-		// A concurrent upload of the same chunk committed first: both
-		// callers succeed, and this one may still extend retention.
-		existing, err := s.Stat(ctx, h)
-		if err != nil {
+
+	var row chunkRow
+	var created bool
+	if it.data != nil {
+		if row, created, err = s.index(ctx, it); err != nil {
 			return PutResult{}, err
 		}
-		c, err := s.extend(ctx, uploader, existing, extendTo(retainUntil, until))
-		return PutResult{Chunk: c}, err
+		if !created && s.executing.Load() > 0 {
+			// The committer's lookup may predate a deletion in progress.
+			row.Hash = nil
+		}
+	} else {
+		// Look a large chunk up first: if the index is down this fails
+		// before any disk work, and one already stored is not rewritten.
+		existing, err := s.Stat(ctx, h)
+		switch {
+		case err == nil:
+			return s.putExisting(ctx, uploader, existing, body, extendTo(retainUntil, until))
+		case !errors.Is(err, ErrNotFound):
+			return PutResult{}, err
+		}
+		if row, created, err = s.putFile(ctx, it, body); err != nil {
+			return PutResult{}, err
+		}
 	}
-	return PutResult{Chunk: row.chunk(), Created: true}, nil
+	if created {
+		return PutResult{Chunk: row.chunk(), Created: true}, nil
+	}
+	// Already stored, or a concurrent upload of the same chunk committed
+	// first: both callers succeed, and this one may still extend retention.
+	existing := row.chunk()
+	if row.Hash == nil {
+		if existing, err = s.Stat(ctx, h); err != nil {
+			return PutResult{}, err
+		}
+	}
+	if it.data != nil {
+		s.metrics.dedupHits.Inc()
+	}
+	c, err := s.extend(ctx, uploader, existing, extendTo(retainUntil, until))
+	return PutResult{Chunk: c}, err
+}
+
+// putFile writes a chunk as its own file and indexes it, holding the
+// chunk's hash lock so that the deletion executor never removes the file of
+// a re-upload between its write and its row.
+func (s *Store) putFile(ctx context.Context, it *commitItem, body io.Reader) (chunkRow, bool, error) {
+	mu := s.hashLock(it.hash)
+	mu.Lock()
+	defer mu.Unlock()
+	size, err := s.blobs.Put(ctx, it.hash, body)
+	if err != nil {
+		return chunkRow{}, false, fmt.Errorf("store: put chunk %s: %w", it.hash, err)
+	}
+	it.size = size
+	// The content is durable. If the insert fails, the file stays without a
+	// row: invisible to every reader, and adopted by the next reconcile or a
+	// retried upload. Removing it here could race a concurrent upload of the
+	// same chunk that has already committed its row.
+	return s.index(ctx, it)
 }
 
 // index commits the row of a chunk whose content is durable: through the
@@ -190,6 +215,16 @@ func (s *Store) putExisting(ctx context.Context, uploader string, c Chunk, body 
 		}
 	}
 	s.metrics.dedupHits.Inc()
+	if s.executing.Load() > 0 {
+		// A deletion is executing: the row seen before the body was read
+		// may be gone now, and the upload must not be acknowledged as
+		// stored if it is.
+		if _, err := s.Stat(ctx, c.Hash); errors.Is(err, ErrNotFound) {
+			return PutResult{}, fmt.Errorf("store: chunk %s was deleted during the upload; upload it again: %w", c.Hash, ErrConflict)
+		} else if err != nil {
+			return PutResult{}, err
+		}
+	}
 	c, err := s.extend(ctx, uploader, c, until)
 	return PutResult{Chunk: c}, err
 }

@@ -11,5 +11,13 @@
 //   - content is verified: OpenChunk checks the hash before the first byte is
 //     served and again while streaming;
 //   - administrative changes are written to the hash-linked audit log in the
-//     same transaction as the change.
+//     same transaction as the change;
+//   - a snapshot is immutable once committed and its retention only grows;
+//     every chunk it references (manifests included) is stored and retained
+//     at least as long as the snapshot, checked by Go and again by a
+//     database trigger (snapshots.go, walk.go);
+//   - legal holds are never changed or deleted outside the approval path,
+//     and the database refuses it too (holds.go);
+//   - the auditor's retention queries read indexes and trigger-maintained
+//     counters, never the whole chunks table (retention.go).
 package store

@@ -3,6 +3,8 @@ package store
 import (
 	"errors"
 	"fmt"
+
+	"github.com/wormvault/wormvault/internal/chunk"
 )
 
 // The store's sentinel errors. The API maps each to one HTTP status in one
@@ -24,6 +26,11 @@ var (
 	// ErrContentMissing: the index has a row whose content is gone (data
 	// loss, reported loudly).
 	ErrContentMissing = errors.New("store: indexed content is missing")
+	// ErrSelfApproval: the requester of a deletion tried to approve it.
+	ErrSelfApproval = errors.New("store: the requester cannot approve their own deletion request")
+	// ErrClockSkew: the server's and the database's clocks disagree, so
+	// nothing time-locked is executed.
+	ErrClockSkew = errors.New("store: server and database clocks disagree")
 	// ErrTooLarge: a chunk over the configured maximum size.
 	ErrTooLarge = errors.New("store: chunk too large")
 )
@@ -40,4 +47,28 @@ func (e *InvalidError) Error() string {
 
 func invalid(field, format string, args ...any) error {
 	return &InvalidError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ErrRequiresApproval: the action is destructive and goes through the
+// multi-party approval of a deletion request, which it cannot bypass (for
+// now: releasing a legal hold).
+var ErrRequiresApproval = errors.New("store: requires approval through a deletion request")
+
+// MissingChunksError reports that a snapshot or hold names chunks that are
+// not stored. Hashes lists the first of them, in hash order (at most
+// MaxMissingReported); Total counts them all.
+type MissingChunksError struct {
+	Hashes []chunk.Hash
+	Total  int64
+}
+
+// MaxMissingReported bounds MissingChunksError.Hashes, so that the error
+// stays small whatever the snapshot's size.
+const MaxMissingReported = 1000
+
+func (e *MissingChunksError) Error() string {
+	if len(e.Hashes) == 0 {
+		return fmt.Sprintf("store: %d referenced chunks are not stored", e.Total)
+	}
+	return fmt.Sprintf("store: %d referenced chunks are not stored, first %s", e.Total, e.Hashes[0])
 }

@@ -17,6 +17,7 @@ type ReconcileReport struct {
 	TempRemoved int          // leftovers of interrupted writes removed
 	Adopted     int          // content without a row, verified and indexed
 	Quarantined int          // content without a row that failed verification
+	Removed     int          // content of deleted chunks whose removal was interrupted
 	Missing     int          // rows without content: data loss
 	MissingList []chunk.Hash // the first few missing, for the log
 
@@ -80,8 +81,29 @@ func (s *Store) adopt(ctx context.Context, batch []chunk.Hash, rep *ReconcileRep
 	if err != nil {
 		return err
 	}
+	rows, _ := s.pool.Query(ctx, "SELECT DISTINCT hash FROM chunk_tombstones WHERE hash = ANY($1)", hashKeys(batch))
+	tombs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return dbErr("look up tombstones", err)
+	}
+	deleted := make(map[chunk.Hash]bool, len(tombs))
+	for _, b := range tombs {
+		h, _ := chunk.FromBytes(b)
+		deleted[h] = true
+	}
 	for _, h := range batch {
 		if _, ok := present[h]; ok {
+			continue
+		}
+		if deleted[h] {
+			// Content of a deleted chunk whose removal a crash interrupted
+			// (or a re-upload that never got its row): finish the deletion,
+			// never resurrect it.
+			s.log.WarnContext(ctx, "reconcile: removing content of a deleted chunk", "hash", h.String())
+			if err := s.blobs.Remove(ctx, h); err != nil {
+				return err
+			}
+			rep.Removed++
 			continue
 		}
 		size, err := s.verifyBlob(ctx, h)
@@ -281,10 +303,27 @@ func (s *Store) adoptRecords(ctx context.Context, batch []pack.ScannedRecord, re
 	if err != nil {
 		return err
 	}
+	rows, _ := s.pool.Query(ctx, "SELECT pack_offset FROM chunk_tombstones WHERE pack_id = $1", batch[0].Pack)
+	offs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return dbErr("look up tombstones", err)
+	}
+	deleted := make(map[int64]bool, len(offs))
+	for _, o := range offs {
+		deleted[o] = true
+	}
 	now := s.clk.Now()
 	for _, r := range batch {
 		if _, ok := present[r.Hash]; ok {
 			continue // indexed here, or a duplicate of a chunk stored elsewhere
+		}
+		if deleted[r.Offset] {
+			// A deleted chunk whose hole punch a crash interrupted.
+			if err := s.packs.Punch(r.Location, r.Size); err != nil && !errors.Is(err, pack.ErrNoHolePunch) {
+				return err
+			}
+			rep.Removed++
+			continue
 		}
 		_, err := s.pool.Exec(ctx, `INSERT INTO chunks (hash, size, stored_at, retain_until, uploaded_by, pack_id, pack_offset)
 			VALUES ($1, $2, $3, $4, 'reconcile', $5, $6) ON CONFLICT (hash) DO NOTHING`,

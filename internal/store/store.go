@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
 	"github.com/wormvault/wormvault/internal/store/pack"
 )
@@ -46,6 +48,30 @@ type Options struct {
 	Packs *pack.Packs
 	// PackThreshold is the largest chunk that is packed.
 	PackThreshold int64
+	// Deletion is the policy frozen into each new deletion request.
+	Deletion DeletionPolicy
+	// DatabaseTime reads the database's clock, which the executor checks
+	// the server's clock against before it deletes anything. Nil: SELECT
+	// clock_timestamp(). Tests inject the fake clock's view.
+	DatabaseTime func(ctx context.Context) (time.Time, error)
+	// MaxClockSkew is how far the two clocks may disagree.
+	MaxClockSkew time.Duration
+	// Notify, if set, is told of every deletion event after it committed
+	// (a webhook, so that humans notice a deletion in flight).
+	Notify func(ctx context.Context, e Event)
+
+	// MaxManifestSize is the largest chunk a snapshot commit will read as a
+	// manifest, in bytes.
+	MaxManifestSize int64
+	// MaxManifestDepth is the deepest manifest tree a snapshot may have
+	// (the root is level 1).
+	MaxManifestDepth int
+	// MaxManifests bounds the manifest references a snapshot commit
+	// follows, counting a manifest shared by several parents each time.
+	MaxManifests int
+	// RetentionBatch is how many chunks one statement handles when a
+	// snapshot commit or extension propagates retention.
+	RetentionBatch int
 }
 
 func (o *Options) setDefaults() {
@@ -65,6 +91,30 @@ func (o *Options) setDefaults() {
 		o.PackThreshold = DefaultPackThreshold
 	}
 	o.PackThreshold = min(o.PackThreshold, pack.MaxRecord)
+	if o.Deletion.ApprovalsRequired == 0 {
+		o.Deletion.ApprovalsRequired = DefaultApprovalsRequired
+	}
+	if o.Deletion.Delay == 0 {
+		o.Deletion.Delay = DefaultDeletionDelay
+	}
+	if o.Deletion.Expiry == 0 {
+		o.Deletion.Expiry = DefaultRequestExpiry
+	}
+	if o.MaxClockSkew == 0 {
+		o.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if o.MaxManifestSize == 0 {
+		o.MaxManifestSize = DefaultMaxManifestSize
+	}
+	if o.MaxManifestDepth == 0 {
+		o.MaxManifestDepth = DefaultMaxManifestDepth
+	}
+	if o.MaxManifests == 0 {
+		o.MaxManifests = DefaultMaxManifests
+	}
+	if o.RetentionBatch == 0 {
+		o.RetentionBatch = DefaultRetentionBatch
+	}
 }
 
 // Store is the vault's chunk store: content in Blobs, index in PostgreSQL.
@@ -80,6 +130,17 @@ type Store struct {
 	packs     *pack.Packs
 	committer *committer // nil without packs
 	packBufs  sync.Pool  // *[]byte of PackThreshold+1 bytes
+
+	// hashLocks serialise, per hash, writing a new chunk's content and
+	// indexing it against the executor removing the content of a deleted
+	// chunk of the same hash: without them a re-upload racing its own
+	// deletion could lose its file after being acknowledged.
+	hashLocks [4096]sync.Mutex
+	// executing counts executions in progress; uploads of already stored
+	// chunks re-check their row only while it is non-zero.
+	executing atomic.Int32
+
+	rev revocations
 }
 
 // New returns a Store over an open pool and blob store. metrics may be nil.
@@ -194,12 +255,34 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // isStoreErr reports whether err already carries one of the store's own
 // meanings, which dbErr must pass through rather than reinterpret.
 func isStoreErr(err error) bool {
-	var inv *InvalidError
+	var (
+		inv     *InvalidError
+		missing *MissingChunksError
+	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
-		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge} {
+		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge, ErrSelfApproval, ErrClockSkew,
+		ErrRequiresApproval} {
 		if errors.Is(err, e) {
 			return true
 		}
 	}
-	return errors.As(err, &inv)
+	return errors.As(err, &inv) || errors.As(err, &missing)
+}
+
+func (s *Store) hashLock(h chunk.Hash) *sync.Mutex {
+	return &s.hashLocks[int(h[0])<<4|int(h[1]>>4)]
+}
+
+// Event is a deletion event, as sent to Options.Notify.
+type Event struct {
+	Type     string    `json:"type"` // deletion.requested, .approved, .scheduled, .cancelled, .expired, .executed
+	At       time.Time `json:"at"`
+	Actor    string    `json:"actor"`
+	Deletion Deletion  `json:"deletion"`
+}
+
+func (s *Store) notify(ctx context.Context, typ, actor string, d Deletion) {
+	if s.opts.Notify != nil {
+		s.opts.Notify(ctx, Event{Type: typ, At: s.clk.Now().UTC(), Actor: actor, Deletion: d})
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -489,5 +490,47 @@ func TestRevokeAndAudit(t *testing.T) {
 	entries[0].Payload = entries[0].Payload[:len(entries[0].Payload)-1] + " }"
 	if _, err := store.VerifyAuditChain(make([]byte, 32), entries); !errors.Is(err, store.ErrAuditChainBroken) {
 		t.Errorf("tampered chain err = %v, want ErrAuditChainBroken", err)
+	}
+}
+
+// A revocation made by another process (here: another Store on the same
+// database) reaches a server's in-memory list through LISTEN/NOTIFY.
+func TestRevocationListener(t *testing.T) {
+	t.Parallel()
+	ts := newTestStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.WatchRevocations(ctx)
+	other := store.New(ts.pool, ts.blobs, ts.clk, slog.New(slog.DiscardHandler), nil, store.Options{})
+	if err := other.RevokeToken(ctx, "cli:root", "jti-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, err := ts.IsRevoked(ctx, "jti-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("revocation never seen")
+		}
+		runtime.Gosched()
+	}
+	for _, jti := range []string{"jti-2", "jti-3"} {
+		if err := other.RevokeToken(ctx, "cli:root", jti, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for ok := false; !ok; runtime.Gosched() {
+		ok, _ = ts.IsRevoked(ctx, "jti-3")
+		if time.Now().After(deadline) {
+			t.Fatal("later revocation never seen")
+		}
+	}
+	if ok, _ := ts.IsRevoked(ctx, "never"); ok {
+		t.Error("unrevoked token reported revoked")
 	}
 }

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Blobs) {
 		{"WalkCancelled", testWalkCancelled},
 		{"NotFound", testNotFound},
 		{"Quarantine", testQuarantine},
+		{"Remove", testRemove},
 		{"ReaderError", testReaderError},
 		{"CancelledBeforePut", testCancelledBeforePut},
 		{"CancelledDuringPut", testCancelledDuringPut},
@@ -355,6 +356,22 @@ func testQuarantine(t *testing.T, b store.Blobs) {
 	mustPut(t, b, data)
 	if got := mustRead(t, b, h); !bytes.Equal(got, data) {
 		t.Error("content differs after re-put following Quarantine")
+	}
+}
+
+func testRemove(t *testing.T, b store.Blobs) {
+	h := mustPut(t, b, content(11, 5000))
+	keep := mustPut(t, b, content(12, 5000))
+	if err := b.Remove(t.Context(), h); err != nil {
+		t.Fatalf("Remove(%s) error = %v", h, err)
+	}
+	mustBeAbsent(t, b, h)
+	if got := walkAll(t, b); len(got) != 1 || got[keep] == 0 {
+		t.Errorf("Walk after Remove = %v, want only %s", got, keep)
+	}
+	// Idempotent: the executor reruns after a crash.
+	if err := b.Remove(t.Context(), h); err != nil {
+		t.Errorf("second Remove error = %v, want nil", err)
 	}
 }
 

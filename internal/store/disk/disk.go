@@ -419,6 +419,27 @@ func isFanout(name string) bool {
 	return true
 }
 
+// Remove unlinks the blob and syncs its directory. An absent blob is not
+// an error.
+func (d *Disk) Remove(ctx context.Context, h chunk.Hash) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("disk: remove %s: %w", h, err)
+	}
+	mu := d.lock(h)
+	mu.Lock()
+	defer mu.Unlock()
+	path := d.path(h)
+	if err := d.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("disk: remove %s: %w", h, err)
+	}
+	// Without this a crash could undo the unlink, and the next reconcile
+	// would find content for a chunk that has a tombstone.
+	if err := d.fs.SyncDir(filepath.Dir(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("disk: remove %s: sync directory: %w", h, err)
+	}
+	return nil
+}
+
 // Quarantine moves the blob to quarantine/<hash>.<unix-nanos>, where it is
 // kept for inspection and no longer found by Open, Stat or Walk. It returns
 // an error wrapping store.ErrNotFound if there is no such blob.

@@ -290,10 +290,10 @@ type ScannedRecord struct {
 }
 
 // Scan reads pack id from the start and calls fn for each well-framed
-// record, with Valid telling whether its data verifies. It stops at the
-// first bytes that are not a record header (a torn tail after a crash, or
-// damage) and returns end, the offset just past the last well-framed
-// record: everything from end on is not a readable record.
+// record, with Valid telling whether its data verifies. Bytes that are not
+// a record (the punched hole of a deleted chunk, or damage) are skipped up
+// to the next record that verifies. It returns end, the offset just past
+// the last well-framed record: everything from end on is a torn tail.
 func (p *Packs) Scan(id int64, fn func(ScannedRecord) error) (end int64, err error) {
 	f, err := os.Open(p.path(id))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -314,13 +314,25 @@ func (p *Packs) Scan(id int64, fn func(ScannedRecord) error) (end int64, err err
 	off := int64(len(fileMagic))
 	hdr := make([]byte, HeaderSize)
 	data := make([]byte, 0, 256<<10)
+	end = off
 	for off+HeaderSize <= st.Size() {
 		if _, err := f.ReadAt(hdr, off); err != nil {
-			return off, fmt.Errorf("pack: scan %d: %w", id, err)
+			return end, fmt.Errorf("pack: scan %d: %w", id, err)
 		}
 		h, n, ok := parseHeader(hdr)
 		if !ok || off+HeaderSize+int64(n) > st.Size() {
-			return off, nil
+			// Not a record: a punched hole (zeros) of a deleted chunk, or
+			// damage. Look for the next record after it; if there is none,
+			// this is the tail.
+			next, err := resync(f, off+1, st.Size())
+			if err != nil {
+				return end, fmt.Errorf("pack: scan %d: %w", id, err)
+			}
+			if next < 0 {
+				return end, nil
+			}
+			off = next
+			continue
 		}
 		data = slices.Grow(data[:0], n)[:n]
 		if _, err := f.ReadAt(data, off+HeaderSize); err != nil {
@@ -328,11 +340,42 @@ func (p *Packs) Scan(id int64, fn func(ScannedRecord) error) (end int64, err err
 		}
 		rec := ScannedRecord{Location: Location{Pack: id, Offset: off}, Hash: h, Size: int64(n), Valid: chunk.Sum(data) == h}
 		if err := fn(rec); err != nil {
-			return off, err
+			return end, err
 		}
 		off += HeaderSize + int64(n)
+		end = off
 	}
-	return off, nil
+	return end, nil
+}
+
+// resync finds the offset of the next well-framed record whose data
+// verifies, at or after from, or -1.
+func resync(f *os.File, from, size int64) (int64, error) {
+	buf := make([]byte, 1<<20)
+	for pos := from; pos+HeaderSize <= size; {
+		n, err := f.ReadAt(buf, pos)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return -1, err
+		}
+		i := bytes.Index(buf[:n], []byte(recordMagic))
+		if i < 0 {
+			// Keep the last bytes: the magic may straddle two reads.
+			pos += int64(max(n-len(recordMagic)+1, 1))
+			continue
+		}
+		cand := pos + int64(i)
+		hdr := make([]byte, HeaderSize)
+		if _, err := f.ReadAt(hdr, cand); err == nil {
+			if h, m, ok := parseHeader(hdr); ok && cand+HeaderSize+int64(m) <= size {
+				data := make([]byte, m)
+				if _, err := f.ReadAt(data, cand+HeaderSize); err == nil && chunk.Sum(data) == h {
+					return cand, nil
+				}
+			}
+		}
+		pos = cand + 1
+	}
+	return -1, nil
 }
 
 // Truncate cuts pack id to size bytes, dropping a torn tail. It refuses
@@ -385,9 +428,10 @@ func (p *Packs) Size(id int64) (int64, error) {
 
 // Punch frees the space of the record at loc (header and data) without
 // rewriting the pack: the filesystem deallocates the range and it reads as
-// zeros. On filesystems without hole punching it returns ErrNoHolePunch and
-// the space stays used until the pack is rewritten; the record itself is
-// unreachable once its index row is tombstoned either way.
+// zeros. On filesystems without hole punching the record is overwritten
+// with zeros instead, so the content is destroyed all the same, and Punch
+// returns an error wrapping ErrNoHolePunch: the space stays used until the
+// pack is rewritten.
 func (p *Packs) Punch(loc Location, size int64) error {
 	path := p.path(loc.Pack)
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
@@ -405,7 +449,15 @@ func (p *Packs) Punch(loc Location, size int64) error {
 	defer f.Close()
 	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, loc.Offset, HeaderSize+size)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
-		return fmt.Errorf("pack: punch %d: %w", loc.Pack, ErrNoHolePunch)
+		// No hole punching here: overwrite the record with zeros, so the
+		// deleted content is gone even though its space is not freed.
+		if _, werr := f.WriteAt(make([]byte, HeaderSize+size), loc.Offset); werr != nil {
+			return fmt.Errorf("pack: punch %d: %w (and zeroing: %w)", loc.Pack, ErrNoHolePunch, werr)
+		}
+		if serr := f.Sync(); serr != nil {
+			return fmt.Errorf("pack: punch %d: %w", loc.Pack, serr)
+		}
+		return fmt.Errorf("pack: punch %d: record zeroed: %w", loc.Pack, ErrNoHolePunch)
 	}
 	if err != nil {
 		return fmt.Errorf("pack: punch %d: %w", loc.Pack, err)

@@ -170,6 +170,12 @@ func TestPunch(t *testing.T) {
 	if got, err := p.Read(locs[1], recs[1].Hash, 64<<10); err != nil || !bytes.Equal(got, recs[1].Data) {
 		t.Errorf("neighbour after punch: %v", err)
 	}
+	// A scan steps over the hole to the next record.
+	var found []Location
+	end, err := p.Scan(p.Active(), func(r ScannedRecord) error { found = append(found, r.Location); return nil })
+	if size, _ := p.Size(p.Active()); err != nil || len(found) != 1 || found[0] != locs[1] || end != size {
+		t.Errorf("Scan after punch = %v, end %d, %v; want only %v, end %d", found, end, err, locs[1], size)
+	}
 }
 
 func BenchmarkAppend4KiB(b *testing.B) {

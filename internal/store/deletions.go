@@ -1,0 +1,520 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/wormvault/wormvault/internal/chunk"
+)
+
+// Deletion kinds: what a request targets.
+const (
+	DeleteChunks      = "chunks"       // a list of chunks
+	DeleteSnapshots   = "snapshots"    // a list of snapshots, and their chunks no longer needed
+	DeleteExpired     = "expired"      // everything whose retention ended before a time, for a source or the vault
+	DeleteHoldRelease = "hold_release" // releasing a legal hold
+)
+
+// Deletion states, in lifecycle order.
+const (
+	StateRequested = "requested"
+	StateScheduled = "scheduled"
+	StateCancelled = "cancelled"
+	StateExpired   = "expired"
+	StateExecuting = "executing"
+	StateExecuted  = "executed"
+)
+
+// Defaults of the deletion policy.
+const (
+	DefaultApprovalsRequired = 2
+	DefaultDeletionDelay     = 72 * time.Hour
+	DefaultRequestExpiry     = 7 * 24 * time.Hour
+	DefaultMaxClockSkew      = time.Minute
+)
+
+// DeletionPolicy is how hard destruction is. It is frozen into each
+// request when it is made.
+type DeletionPolicy struct {
+	// ApprovalsRequired is how many admins other than the requester must
+	// approve.
+	ApprovalsRequired int
+	// Delay runs from the quorum to execution; any admin can cancel in it.
+	Delay time.Duration
+	// Expiry is how long a request may wait for its quorum.
+	Expiry time.Duration
+}
+
+// DeletionTargets says what a request would delete.
+type DeletionTargets struct {
+	Kind      string
+	Chunks    []chunk.Hash // DeleteChunks
+	Snapshots []int64      // DeleteSnapshots
+	Before    time.Time    // DeleteExpired: retention ended before this time
+	Source    string       // DeleteExpired: only this source; "" the whole vault
+	Hold      int64        // DeleteHoldRelease
+}
+
+// canonical returns the frozen text that approvers approve: a header line,
+// the kind, then the targets one per line in a fixed order. Two requests
+// with the same text delete the same things.
+func (t DeletionTargets) canonical(maxList int) (string, error) {
+	var b strings.Builder
+	b.WriteString("wormvault-deletion-targets v1\n")
+	b.WriteString("kind: " + t.Kind + "\n")
+	switch t.Kind {
+	case DeleteChunks:
+		if len(t.Chunks) == 0 || len(t.Chunks) > maxList {
+			return "", invalid("chunks", "between 1 and %d chunks", maxList)
+		}
+		hs := make([]string, len(t.Chunks))
+		for i, h := range t.Chunks {
+			hs[i] = h.String()
+		}
+		slices.Sort(hs)
+		for _, h := range slices.Compact(hs) {
+			b.WriteString("chunk: " + h + "\n")
+		}
+	case DeleteSnapshots:
+		if len(t.Snapshots) == 0 || len(t.Snapshots) > maxList {
+			return "", invalid("snapshots", "between 1 and %d snapshots", maxList)
+		}
+		ids := slices.Clone(t.Snapshots)
+		slices.Sort(ids)
+		for _, id := range slices.Compact(ids) {
+			if id <= 0 {
+				return "", invalid("snapshots", "snapshot ids are positive")
+			}
+			b.WriteString("snapshot: " + strconv.FormatInt(id, 10) + "\n")
+		}
+	case DeleteExpired:
+		if t.Before.IsZero() {
+			return "", invalid("before", "is required")
+		}
+		b.WriteString("before: " + t.Before.UTC().Format(time.RFC3339Nano) + "\n")
+		src := t.Source
+		if src == "" {
+			src = "*"
+		} else if strings.ContainsAny(src, "\n*") {
+			return "", invalid("source", "must not contain newlines or *")
+		}
+		b.WriteString("source: " + src + "\n")
+	case DeleteHoldRelease:
+		if t.Hold <= 0 {
+			return "", invalid("hold", "is required")
+		}
+		b.WriteString("hold: " + strconv.FormatInt(t.Hold, 10) + "\n")
+	default:
+		return "", invalid("kind", "must be chunks, snapshots, expired or hold_release")
+	}
+	return b.String(), nil
+}
+
+// parseTargets reads back a canonical target text.
+func parseTargets(text string) (DeletionTargets, error) {
+	var t DeletionTargets
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	if len(lines) < 2 || lines[0] != "wormvault-deletion-targets v1" {
+		return t, fmt.Errorf("store: bad deletion targets header")
+	}
+	for _, l := range lines[1:] {
+		k, v, ok := strings.Cut(l, ": ")
+		if !ok {
+			return t, fmt.Errorf("store: bad deletion targets line %q", l)
+		}
+		var err error
+		switch k {
+		case "kind":
+			t.Kind = v
+		case "chunk":
+			var h chunk.Hash
+			h, err = chunk.ParseHash(v)
+			t.Chunks = append(t.Chunks, h)
+		case "snapshot":
+			var id int64
+			id, err = strconv.ParseInt(v, 10, 64)
+			t.Snapshots = append(t.Snapshots, id)
+		case "before":
+			t.Before, err = time.Parse(time.RFC3339Nano, v)
+		case "source":
+			if v != "*" {
+				t.Source = v
+			}
+		case "hold":
+			t.Hold, err = strconv.ParseInt(v, 10, 64)
+		default:
+			err = fmt.Errorf("unknown key %q", k)
+		}
+		if err != nil {
+			return t, fmt.Errorf("store: deletion targets: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// Deletion is a deletion request and where it stands.
+type Deletion struct {
+	ID                int64       `json:"id" db:"id"`
+	Kind              string      `json:"kind" db:"kind"`
+	Targets           string      `json:"targets" db:"targets"`
+	Digest            hexBytes    `json:"digest" db:"digest"`
+	Reason            string      `json:"reason" db:"reason"`
+	RequestedBy       string      `json:"requested_by" db:"requested_by"`
+	RequestedAt       time.Time   `json:"requested_at" db:"requested_at"`
+	ApprovalsRequired int         `json:"approvals_required" db:"approvals_required"`
+	Delay             Duration    `json:"delay" db:"delay"`
+	ExpiresAt         time.Time   `json:"expires_at" db:"expires_at"`
+	State             string      `json:"state" db:"state"`
+	ScheduledAt       *time.Time  `json:"scheduled_at,omitempty" db:"scheduled_at"`
+	ExecutesAt        *time.Time  `json:"executes_at,omitempty" db:"executes_at"`
+	CancelledAt       *time.Time  `json:"cancelled_at,omitempty" db:"cancelled_at"`
+	CancelledBy       *string     `json:"cancelled_by,omitempty" db:"cancelled_by"`
+	CancelReason      *string     `json:"cancel_reason,omitempty" db:"cancel_reason"`
+	ExecutedAt        *time.Time  `json:"executed_at,omitempty" db:"executed_at"`
+	Report            *ExecReport `json:"report,omitempty" db:"report"`
+	Approvals         []Approval  `json:"approvals" db:"-"`
+	// Affected is an estimate made at request time: how many objects and
+	// bytes the targets named then.
+	Affected *Affected `json:"affected,omitempty" db:"-"`
+}
+
+// Approval is one admin's approval of a request.
+type Approval struct {
+	Approver   string    `json:"approver" db:"approver"`
+	ApprovedAt time.Time `json:"approved_at" db:"approved_at"`
+}
+
+// Affected counts what a request's targets cover.
+type Affected struct {
+	Chunks    int64 `json:"chunks"`
+	Snapshots int64 `json:"snapshots"`
+	Bytes     int64 `json:"bytes"`
+}
+
+// ExecReport is what an execution did, stored with the request.
+type ExecReport struct {
+	Deleted      int64            `json:"deleted"`
+	Skipped      map[string]int64 `json:"skipped"` // by reason
+	BytesFreed   int64            `json:"bytes_freed"`
+	Snapshots    int64            `json:"snapshots_deleted"`
+	HoldReleased bool             `json:"hold_released,omitempty"`
+}
+
+// hexBytes is a byte string shown as hex in JSON.
+type hexBytes []byte
+
+func (h hexBytes) MarshalText() ([]byte, error) { return []byte(hex.EncodeToString(h)), nil }
+
+func (h *hexBytes) UnmarshalText(b []byte) error {
+	v, err := hex.DecodeString(string(b))
+	*h = v
+	return err
+}
+
+// Duration is a time.Duration shown as text ("72h0m0s") in JSON and read
+// from a PostgreSQL interval.
+type Duration time.Duration
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	*d = Duration(v)
+	return err
+}
+
+// ScanInterval reads a PostgreSQL interval without months (the vault
+// never writes any).
+func (d *Duration) ScanInterval(v pgtype.Interval) error {
+	if !v.Valid || v.Months != 0 {
+		return fmt.Errorf("store: interval %+v is not a plain duration", v)
+	}
+	*d = Duration(time.Duration(v.Days)*24*time.Hour + time.Duration(v.Microseconds)*time.Microsecond)
+	return nil
+}
+
+const deletionColumns = `id, kind, targets, digest, reason, requested_by, requested_at, approvals_required,
+	delay, expires_at, state, scheduled_at, executes_at, cancelled_at, cancelled_by, cancel_reason, executed_at, report`
+
+// RequestDeletion records a request to delete targets, frozen and digested.
+// Nothing is deleted until admins other than actor approve it and the delay
+// has passed.
+func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTargets, reason string) (Deletion, error) {
+	reason = strings.TrimSpace(reason)
+	if reason == "" || len(reason) > 2000 {
+		return Deletion{}, invalid("reason", "is required (at most 2000 characters)")
+	}
+	text, err := t.canonical(s.opts.MaxBatch)
+	if err != nil {
+		return Deletion{}, err
+	}
+	digest := sha256.Sum256([]byte(text))
+	now := s.clk.Now()
+	p := s.opts.Deletion
+	var d Deletion
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if t.Kind == DeleteHoldRelease {
+			var released *time.Time
+			err := tx.QueryRow(ctx, "SELECT released_at FROM holds WHERE id = $1", t.Hold).Scan(&released)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("hold %d: %w", t.Hold, ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			if released != nil {
+				return fmt.Errorf("hold %d is already released: %w", t.Hold, ErrConflict)
+			}
+		}
+		rows, _ := tx.Query(ctx, `INSERT INTO deletion_requests
+			(kind, targets, digest, reason, requested_by, requested_at, approvals_required, delay, expires_at)
+			VALUES (@kind, @targets, @digest, @reason, @by, @now, @quorum, @delay, @expires)
+			RETURNING `+deletionColumns, pgx.NamedArgs{
+			"kind": t.Kind, "targets": text, "digest": digest[:], "reason": reason, "by": actor, "now": now,
+			"quorum": p.ApprovalsRequired, "delay": p.Delay, "expires": now.Add(p.Expiry),
+		})
+		d, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deletion])
+		if err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, now, actor, "deletion.request", map[string]any{
+			"deletion_id": d.ID, "kind": t.Kind, "digest": hex.EncodeToString(digest[:]), "reason": reason,
+			"approvals_required": p.ApprovalsRequired, "delay": p.Delay.String(),
+		})
+	})
+	if err != nil {
+		return Deletion{}, dbErr("request deletion", err)
+	}
+	d.Approvals = []Approval{}
+	if aff, err := s.affected(ctx, t); err == nil {
+		d.Affected = &aff
+	}
+	s.notify(ctx, "deletion.requested", actor, d)
+	s.log.InfoContext(ctx, "deletion requested", "deletion_id", d.ID, "kind", d.Kind, "subject", actor)
+	return d, nil
+}
+
+// ApproveDeletion records actor's approval. The requester cannot approve,
+// nor can anyone twice; with the quorum reached the request is scheduled to
+// execute after the delay.
+func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64) (Deletion, error) {
+	now := s.clk.Now()
+	var d Deletion
+	scheduled := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if d, err = lockDeletion(ctx, tx, id); err != nil {
+			return err
+		}
+		if err := d.open(now); err != nil {
+			return err
+		}
+		if d.RequestedBy == actor {
+			return fmt.Errorf("deletion %d: %w", id, ErrSelfApproval)
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO deletion_approvals (deletion_id, approver, approved_at)
+			VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, id, actor, now)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("deletion %d: %s has already approved it: %w", id, actor, ErrConflict)
+		}
+		if err := appendAudit(ctx, tx, now, actor, "deletion.approve", map[string]any{
+			"deletion_id": id, "digest": hex.EncodeToString(d.Digest),
+		}); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM deletion_approvals WHERE deletion_id = $1 AND approver <> $2`,
+			id, d.RequestedBy).Scan(&n); err != nil {
+			return err
+		}
+		if n < d.ApprovalsRequired {
+			return nil
+		}
+		executesAt := now.Add(time.Duration(d.Delay))
+		if _, err := tx.Exec(ctx, `UPDATE deletion_requests SET state = 'scheduled', scheduled_at = $2, executes_at = $3
+			WHERE id = $1`, id, now, executesAt); err != nil {
+			return err
+		}
+		scheduled = true
+		return appendAudit(ctx, tx, now, actor, "deletion.schedule", map[string]any{
+			"deletion_id": id, "executes_at": executesAt.UTC(), "approvals": n,
+		})
+	})
+	if err != nil {
+		return Deletion{}, dbErr(fmt.Sprintf("approve deletion %d", id), err)
+	}
+	d, err = s.GetDeletion(ctx, id)
+	if err != nil {
+		return Deletion{}, err
+	}
+	s.notify(ctx, "deletion.approved", actor, d)
+	if scheduled {
+		s.log.WarnContext(ctx, "deletion scheduled: any admin can still cancel it", "deletion_id", id, "executes_at", d.ExecutesAt)
+		s.notify(ctx, "deletion.scheduled", actor, d)
+	}
+	return d, nil
+}
+
+// open reports whether d still takes approvals at now.
+func (d Deletion) open(now time.Time) error {
+	if d.State != StateRequested {
+		return fmt.Errorf("deletion %d is %s, not open for approval: %w", d.ID, d.State, ErrConflict)
+	}
+	if !now.Before(d.ExpiresAt) {
+		return fmt.Errorf("deletion %d expired at %s: %w", d.ID, d.ExpiresAt.UTC().Format(time.RFC3339), ErrConflict)
+	}
+	return nil
+}
+
+// CancelDeletion vetoes a request: any one admin may, until execution
+// starts. It is final.
+func (s *Store) CancelDeletion(ctx context.Context, actor string, id int64, reason string) (Deletion, error) {
+	reason = strings.TrimSpace(reason)
+	if reason == "" || len(reason) > 2000 {
+		return Deletion{}, invalid("reason", "is required (at most 2000 characters)")
+	}
+	now := s.clk.Now()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		d, err := lockDeletion(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if d.State != StateRequested && d.State != StateScheduled {
+			return fmt.Errorf("deletion %d is %s and can no longer be cancelled: %w", id, d.State, ErrConflict)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE deletion_requests SET state = 'cancelled', cancelled_at = $2,
+			cancelled_by = $3, cancel_reason = $4 WHERE id = $1`, id, now, actor, reason); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, now, actor, "deletion.cancel", map[string]any{"deletion_id": id, "reason": reason})
+	})
+	if err != nil {
+		return Deletion{}, dbErr(fmt.Sprintf("cancel deletion %d", id), err)
+	}
+	d, err := s.GetDeletion(ctx, id)
+	if err != nil {
+		return Deletion{}, err
+	}
+	s.log.InfoContext(ctx, "deletion cancelled", "deletion_id", id, "subject", actor)
+	s.notify(ctx, "deletion.cancelled", actor, d)
+	return d, nil
+}
+
+func lockDeletion(ctx context.Context, tx pgx.Tx, id int64) (Deletion, error) {
+	rows, _ := tx.Query(ctx, "SELECT "+deletionColumns+" FROM deletion_requests WHERE id = $1 FOR UPDATE", id)
+	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deletion])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, fmt.Errorf("deletion %d: %w", id, ErrNotFound)
+	}
+	return d, err
+}
+
+// GetDeletion returns a request with its approvals.
+func (s *Store) GetDeletion(ctx context.Context, id int64) (Deletion, error) {
+	rows, _ := s.pool.Query(ctx, "SELECT "+deletionColumns+" FROM deletion_requests WHERE id = $1", id)
+	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deletion])
+	if err != nil {
+		return Deletion{}, dbErr(fmt.Sprintf("get deletion %d", id), err)
+	}
+	rows, _ = s.pool.Query(ctx, `SELECT approver, approved_at FROM deletion_approvals
+		WHERE deletion_id = $1 ORDER BY approved_at, approver`, id)
+	if d.Approvals, err = pgx.CollectRows(rows, pgx.RowToStructByName[Approval]); err != nil {
+		return Deletion{}, dbErr("list approvals", err)
+	}
+	return d, nil
+}
+
+// ListDeletions returns requests, newest first, optionally in one state,
+// with ids below before (0: from the newest).
+func (s *Store) ListDeletions(ctx context.Context, state string, before int64, limit int) ([]Deletion, error) {
+	if limit <= 0 || limit > 500 {
+		limit = 100
+	}
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	rows, _ := s.pool.Query(ctx, "SELECT "+deletionColumns+` FROM deletion_requests
+		WHERE id < $1 AND ($2 = '' OR state = $2) ORDER BY id DESC LIMIT $3`, before, state, limit)
+	ds, err := pgx.CollectRows(rows, pgx.RowToStructByName[Deletion])
+	if err != nil {
+		return nil, dbErr("list deletions", err)
+	}
+	for i := range ds {
+		rows, _ := s.pool.Query(ctx, `SELECT approver, approved_at FROM deletion_approvals
+			WHERE deletion_id = $1 ORDER BY approved_at, approver`, ds[i].ID)
+		if ds[i].Approvals, err = pgx.CollectRows(rows, pgx.RowToStructByName[Approval]); err != nil {
+			return nil, dbErr("list approvals", err)
+		}
+	}
+	return ds, nil
+}
+
+// Outcome is what execution did with one object.
+type Outcome struct {
+	ObjectKind string    `json:"object_kind" db:"object_kind"`
+	Object     string    `json:"object" db:"object"`
+	Outcome    string    `json:"outcome" db:"outcome"`
+	Reason     string    `json:"reason,omitempty" db:"reason"`
+	At         time.Time `json:"at" db:"at"`
+}
+
+// DeletionOutcomes lists per-object outcomes of an executed request, after
+// the given object (keyset), in object order.
+func (s *Store) DeletionOutcomes(ctx context.Context, id int64, after string, limit int) ([]Outcome, error) {
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	rows, _ := s.pool.Query(ctx, `SELECT object_kind, object, outcome, reason, at FROM deletion_outcomes
+		WHERE deletion_id = $1 AND object > $2 ORDER BY object LIMIT $3`, id, after, limit)
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[Outcome])
+	if err != nil {
+		return nil, dbErr("list outcomes", err)
+	}
+	return out, nil
+}
+
+// affected estimates what targets cover now.
+func (s *Store) affected(ctx context.Context, t DeletionTargets) (Affected, error) {
+	var a Affected
+	var err error
+	switch t.Kind {
+	case DeleteChunks:
+		keys := hashKeys(t.Chunks)
+		err = s.pool.QueryRow(ctx, "SELECT count(*), coalesce(sum(size), 0) FROM chunks WHERE hash = ANY($1)", keys).Scan(&a.Chunks, &a.Bytes)
+	case DeleteSnapshots:
+		err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(chunk_count), 0), coalesce(sum(total_bytes), 0)
+			FROM snapshots WHERE id = ANY($1) AND deleted_at IS NULL`, t.Snapshots).Scan(&a.Snapshots, &a.Chunks, &a.Bytes)
+	case DeleteExpired:
+		if t.Source == "" {
+			err = s.pool.QueryRow(ctx, "SELECT count(*), coalesce(sum(size), 0) FROM chunks WHERE retain_until < $1", t.Before).Scan(&a.Chunks, &a.Bytes)
+			if err == nil {
+				err = s.pool.QueryRow(ctx, "SELECT count(*) FROM snapshots WHERE retain_until < $1 AND deleted_at IS NULL", t.Before).Scan(&a.Snapshots)
+			}
+		} else {
+			err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(chunk_count), 0), coalesce(sum(total_bytes), 0)
+				FROM snapshots WHERE source = $1 AND retain_until < $2 AND deleted_at IS NULL`, t.Source, t.Before).Scan(&a.Snapshots, &a.Chunks, &a.Bytes)
+		}
+	}
+	return a, err
+}
+
+func hashKeys(hs []chunk.Hash) [][]byte {
+	keys := make([][]byte, len(hs))
+	for i := range hs {
+		keys[i] = hs[i][:]
+	}
+	return keys
+}
