@@ -125,13 +125,28 @@ func (h *handler) getHold(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, holdDetailJSON{holdJSON: toHoldJSON(d.Hold), Chunks: d.Chunks, Snapshots: d.Snapshots})
 }
 
-// releaseHold always fails for now: release goes through the approval of a
-// deletion request (409 requires_approval), or the hold does not exist.
+// releaseHold asks for a hold's release, which is a deletion request of
+// kind hold_release (202: it takes effect only once approved, after the
+// delay). An optional JSON body gives the reason.
 func (h *handler) releaseHold(w http.ResponseWriter, r *http.Request) {
 	id, err := idParam(r)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	h.writeError(w, r, h.store.ReleaseHold(r.Context(), principal(r).Subject, id))
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if r.ContentLength != 0 {
+		if err := readJSON(w, r, 8<<10, &req); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+	}
+	d, err := h.store.ReleaseHold(r.Context(), principal(r).Subject, id, req.Reason)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, d)
 }

@@ -84,9 +84,18 @@ func TestHolds(t *testing.T) {
 		t.Errorf("held snapshot = %+v", snap)
 	}
 
-	// Release needs the approval machinery; nothing changes.
+	// Release is a deletion request of kind hold_release: accepted, and
+	// nothing changes until it is approved and executed.
+	resp = ts.do(t, http.MethodDelete, fmt.Sprintf("/v1/holds/%d", hc.ID), admin, nil, nil)
+	var rel struct {
+		Kind  string `json:"kind"`
+		State string `json:"state"`
+	}
+	decodeJSON(t, resp, &rel)
+	if resp.StatusCode != http.StatusAccepted || rel.Kind != "hold_release" || rel.State != "requested" {
+		t.Errorf("DELETE hold: %d %+v, want 202 and a requested hold_release", resp.StatusCode, rel)
+	}
 	before := ts.vaultState(t)
-	wantError(t, ts.do(t, http.MethodDelete, fmt.Sprintf("/v1/holds/%d", hc.ID), admin, nil, nil), http.StatusConflict, "requires_approval")
 	wantError(t, ts.do(t, http.MethodDelete, "/v1/holds/999", admin, nil, nil), http.StatusNotFound, "not_found")
 	wantError(t, ts.do(t, http.MethodGet, "/v1/holds/999", auditor, nil, nil), http.StatusNotFound, "not_found")
 	wantError(t, ts.do(t, http.MethodGet, "/v1/holds/0x1", auditor, nil, nil), http.StatusBadRequest, "invalid")

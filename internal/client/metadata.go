@@ -187,10 +187,15 @@ func (c *Client) Hold(ctx context.Context, id int64) (HoldDetail, error) {
 	return out, err
 }
 
-// ReleaseHold asks to release a hold. Until deletion requests exist the
-// vault refuses with code "requires_approval".
-func (c *Client) ReleaseHold(ctx context.Context, id int64) error {
-	return c.do(ctx, http.MethodDelete, "/v1/holds/"+strconv.FormatInt(id, 10), nil, nil, nil, nil)
+// ReleaseHold asks to release a hold: the vault answers with a deletion
+// request of kind hold_release, which other admins must approve; it returns
+// the request's id.
+func (c *Client) ReleaseHold(ctx context.Context, id int64) (int64, error) {
+	var out struct {
+		ID int64 `json:"id"`
+	}
+	err := c.do(ctx, http.MethodDelete, "/v1/holds/"+strconv.FormatInt(id, 10), nil, nil, nil, &out)
+	return out.ID, err
 }
 
 // Retention.

@@ -607,3 +607,37 @@ func TestDeleteSnapshotsExpiredAndHoldRelease(t *testing.T) {
 		}
 	}
 }
+
+// The auditor's view of a chunk shows the deletion in flight.
+func TestChunkDeletionState(t *testing.T) {
+	t.Parallel()
+	ds := newDeletionStore(t)
+	ctx := context.Background()
+	b, h := randomChunk(t, 100)
+	ds.mustPut(t, b)
+	other, otherH := randomChunk(t, 100)
+	ds.mustPut(t, other)
+	state := func(h chunk.Hash) string {
+		cr, err := ds.ChunkRetention(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cr.Deletion
+	}
+	if s := state(h); s != "none" {
+		t.Fatalf("before any request: %s", s)
+	}
+	d := ds.mustRequest(t, "admin-a", store.DeletionTargets{Kind: store.DeleteChunks, Chunks: []chunk.Hash{h}})
+	if s := state(h); s != store.StateRequested {
+		t.Errorf("after request: %s, want requested", s)
+	}
+	ds.mustApprove(t, "admin-b", d.ID)
+	ds.mustApprove(t, "admin-c", d.ID)
+	if s, o := state(h), state(otherH); s != store.StateScheduled || o != "none" {
+		t.Errorf("after quorum: %s (other chunk %s), want scheduled (none)", s, o)
+	}
+	ds.mustRequest(t, "admin-a", store.DeletionTargets{Kind: store.DeleteExpired, Before: ds.clk.Now().AddDate(0, 2, 0)})
+	if o := state(otherH); o != store.StateRequested {
+		t.Errorf("chunk covered by an expired-before request: %s, want requested", o)
+	}
+}

@@ -323,16 +323,18 @@ func (s *Store) GetHold(ctx context.Context, id int64) (HoldDetail, error) {
 	return d, err
 }
 
-// ReleaseHold refuses to release a hold directly: releasing one is a
-// destructive action that goes through the multi-party approval of a
-// deletion request, which is not built yet. It returns ErrNotFound for an
-// unknown hold and an error wrapping ErrRequiresApproval otherwise; the
-// database refuses any change to holds as well.
-func (s *Store) ReleaseHold(ctx context.Context, actor string, id int64) error {
+// ReleaseHold asks for a hold to be released. Releasing one is a
+// destructive action, so it is a deletion request of kind hold_release: it
+// needs the same quorum of other admins and the same delay, and any admin
+// can cancel it. The hold stays in force until the request executes. It
+// returns ErrNotFound for an unknown hold and ErrConflict for one already
+// released.
+func (s *Store) ReleaseHold(ctx context.Context, actor string, id int64, reason string) (Deletion, error) {
 	if _, err := s.GetHold(ctx, id); err != nil {
-		return err
+		return Deletion{}, err
 	}
-	s.log.InfoContext(ctx, "hold release refused: requires an approved deletion request", "hold_id", id, "subject", actor)
-	return fmt.Errorf("store: release hold %d: releasing a legal hold goes through a deletion request approved by several admins: %w",
-		id, ErrRequiresApproval)
+	if strings.TrimSpace(reason) == "" {
+		reason = fmt.Sprintf("release of legal hold %d", id)
+	}
+	return s.RequestDeletion(ctx, actor, DeletionTargets{Kind: DeleteHoldRelease, Hold: id}, reason)
 }

@@ -86,16 +86,17 @@ func TestPlaceHold(t *testing.T) {
 		t.Errorf("hold.place audit actors = %v", placed)
 	}
 
-	// Release is not possible without approval, and changes nothing.
-	before := ts.vaultState(t)
-	if err := ts.ReleaseHold(ctx, "admin-1", h1.ID); !errors.Is(err, store.ErrRequiresApproval) {
-		t.Errorf("ReleaseHold err = %v, want ErrRequiresApproval", err)
+	// Release becomes a deletion request: the hold stays in force until an
+	// approved request executes (see deletions_test.go).
+	d, err := ts.ReleaseHold(ctx, "admin-1", h1.ID, "")
+	if err != nil || d.Kind != store.DeleteHoldRelease || d.State != store.StateRequested {
+		t.Errorf("ReleaseHold = %+v, %v; want a requested hold_release", d, err)
 	}
-	if err := ts.ReleaseHold(ctx, "admin-1", 99); !errors.Is(err, store.ErrNotFound) {
+	if got, err := ts.GetHold(ctx, h1.ID); err != nil || got.ReleasedAt != nil {
+		t.Errorf("hold after release request = %+v, %v; want still in force", got, err)
+	}
+	if _, err := ts.ReleaseHold(ctx, "admin-1", 99, ""); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ReleaseHold(99) err = %v, want ErrNotFound", err)
-	}
-	if after := ts.vaultState(t); after != before {
-		t.Errorf("release attempt changed the state:\n %s\n %s", before, after)
 	}
 }
 

@@ -41,9 +41,21 @@ type ChunkRetention struct {
 	// first, at most MaxRefsShown of SnapshotCount.
 	Snapshots     []SnapshotRef
 	SnapshotCount int64
-	// Deletion is the chunk's deletion state: DeletionNone for now.
+	// Deletion is the state of the most advanced open deletion request
+	// covering the chunk (requested, scheduled, executing), or DeletionNone.
 	Deletion string
 }
+
+// chunkDeletionStateSQL finds open requests naming the chunk in their
+// frozen targets, or covering it as "everything expired before T" (whole
+// vault). Requests are few; their targets text is scanned.
+const chunkDeletionStateSQL = `
+SELECT coalesce((SELECT state FROM deletion_requests
+    WHERE state IN ('requested', 'scheduled', 'executing')
+      AND ((kind = 'chunks' AND position(@line::text IN targets) > 0)
+        OR (kind = 'expired' AND targets LIKE '%source: *%'
+            AND substring(targets FROM 'before: ([^\n]+)')::timestamptz > @until))
+    ORDER BY CASE state WHEN 'executing' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END LIMIT 1), 'none')`
 
 // MaxRefsShown bounds the holds and snapshots listed for one chunk.
 const MaxRefsShown = 100
@@ -97,7 +109,13 @@ func (s *Store) ChunkRetention(ctx context.Context, h chunk.Hash) (ChunkRetentio
 		cr.Chunk = row.chunk()
 		cr.Chunk.StoredAt, cr.Chunk.RetainUntil = cr.StoredAt.UTC(), cr.RetainUntil.UTC()
 		cr.Expired = !cr.RetainUntil.After(now)
-		cr.Deletion = DeletionNone
+		// The furthest-advanced open request that names this chunk, or
+		// covers it as expired: requested, scheduled or executing.
+		if err := tx.QueryRow(ctx, chunkDeletionStateSQL, pgx.NamedArgs{
+			"line": "chunk: " + h.String() + "\n", "until": cr.RetainUntil,
+		}).Scan(&cr.Deletion); err != nil {
+			return sqlErr("chunk deletion state", err)
+		}
 		rows, _ = tx.Query(ctx, chunkHoldsSQL, pgx.NamedArgs{"hash": h[:], "n": MaxRefsShown})
 		if cr.Holds, err = pgx.CollectRows(rows, pgx.RowToStructByPos[HoldRef]); err != nil {
 			return sqlErr("chunk holds", err)
@@ -185,9 +203,9 @@ func (s *Store) ExpiringChunks(ctx context.Context, before time.Time, limit int,
 
 const (
 	expiringSnapshotsSQL = `SELECT ` + snapshotColumns + ` FROM snapshots s
-WHERE s.retain_until < @before ORDER BY s.retain_until, s.id LIMIT @n`
+WHERE s.retain_until < @before AND s.deleted_at IS NULL ORDER BY s.retain_until, s.id LIMIT @n`
 	expiringSnapshotsAfterSQL = `SELECT ` + snapshotColumns + ` FROM snapshots s
-WHERE s.retain_until < @before AND (s.retain_until, s.id) > (@after_at, @after_id)
+WHERE s.retain_until < @before AND s.deleted_at IS NULL AND (s.retain_until, s.id) > (@after_at, @after_id)
 ORDER BY s.retain_until, s.id LIMIT @n`
 )
 
@@ -297,7 +315,7 @@ WITH held AS (
 SELECT count(*), coalesce(sum(size), 0)::bigint FROM held`
 	snapshotSummarySQL = `
 SELECT count(*), count(*) FILTER (WHERE retain_until <= @now), count(*) FILTER (WHERE held)
-FROM (SELECT ` + snapshotColumns + ` FROM snapshots s) x`
+FROM (SELECT ` + snapshotColumns + ` FROM snapshots s WHERE s.deleted_at IS NULL) x`
 	activeHoldsSQL = `SELECT count(*) FROM holds WHERE released_at IS NULL`
 )
 

@@ -570,6 +570,8 @@ func (s *Store) ListSnapshots(ctx context.Context, q SnapshotQuery) (SnapshotPag
 		where = append(where, "(s.taken_at, s.id) < (@after_at, @after_id)")
 		args["after_at"], args["after_id"] = k.At, k.ID
 	}
+	// Deleted snapshots keep their rows (tombstones) but are not listed.
+	where = append(where, "s.deleted_at IS NULL")
 	// Built from constant fragments only; every value is a parameter.
 	sql := `SELECT ` + snapshotColumns + ` FROM snapshots s`
 	if len(where) > 0 {
