@@ -34,6 +34,7 @@ commands:
   serve    run the vault server (migrates the database first)
   migrate  apply database migrations and exit
   token    issue or revoke access tokens
+  admin    deletions: request, approve, cancel, list, show; execute-due
   hash     print the BLAKE3 address of files (the name to PUT a chunk under)
   retention retention summary and what expires before a date (auditor, over HTTP)
   snapshots list and show snapshots (over HTTP)
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "hash":
 		return runHash(rest, stdin, stdout)
+	case "admin":
+		return runAdmin(ctx, rest, getenv, stdout, stderr)
 	case "retention":
 		return runRetention(ctx, rest, getenv, stdout, stderr)
 	case "snapshots":

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wormvault/wormvault/internal/api"
+	"github.com/wormvault/wormvault/internal/auth"
+	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/clock"
+	"github.com/wormvault/wormvault/internal/pgtest"
+	"github.com/wormvault/wormvault/internal/store"
+	"github.com/wormvault/wormvault/internal/store/disk"
+)
+
+// The admin CLI walks a deletion from request to execution against a real
+// vault, with an injected clock.
+func TestAdminDeletionCommands(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	blobs, err := disk.Open(t.TempDir(), disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	log := slog.New(slog.DiscardHandler)
+	st := store.New(pool, blobs, clk, log, nil, store.Options{
+		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil },
+	})
+	key, _ := auth.GenerateKey()
+	srv := httptest.NewServer(api.NewHandler(api.Options{Store: st,
+		Verifier: auth.NewVerifier(key.Public().(ed25519.PublicKey), "cli-test", st, clk), Log: log}))
+	t.Cleanup(srv.Close)
+	issuer := auth.NewIssuer(key, "cli-test", clk)
+	token := func(role auth.Role, subject string) string {
+		tok, _, err := issuer.Issue(role, subject, 30*24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	run := func(tok string, args ...string) cliResult {
+		t.Helper()
+		return runCLI(t, map[string]string{"VAULT_URL": srv.URL, "VAULT_TOKEN": tok}, nil, args...)
+	}
+	body := []byte("to be deleted")
+	h := chunk.Sum(body)
+	if _, err := st.PutChunk(ctx, "agent", h, bytes.NewReader(body), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(store.DefaultMinRetention + time.Hour)
+	alice, bob, carol := token(auth.RoleAdmin, "alice"), token(auth.RoleAdmin, "bob"), token(auth.RoleAdmin, "carol")
+
+	// Bad invocations change nothing.
+	for _, args := range [][]string{
+		{"admin", "deletions", "request", "--chunks", h.String()},                                 // no reason
+		{"admin", "deletions", "request", "--reason", "x"},                                        // no target
+		{"admin", "deletions", "request", "--chunks", h.String(), "--hold", "1", "--reason", "x"}, // two targets
+		{"admin", "deletions", "approve", "x"},
+		{"admin", "deletions", "cancel", "1"}, // no reason
+		{"admin", "bogus"},
+	} {
+		if r := run(alice, args...); r.err == nil {
+			t.Errorf("vault %s succeeded", strings.Join(args, " "))
+		}
+	}
+	if r := run(token(auth.RoleAuditor, "audrey"), "admin", "deletions", "request", "--chunks", h.String(), "--reason", "x"); r.err == nil ||
+		!strings.Contains(r.err.Error(), "admin token") {
+		t.Errorf("auditor request: %v, want a forbidden error naming the admin token", r.err)
+	}
+
+	r := run(alice, "admin", "deletions", "request", "--chunks", h.String(), "--reason", "clean-up")
+	if r.err != nil || !strings.Contains(r.stdout, "State      requested") || !strings.Contains(r.stdout, "chunk: "+h.String()) {
+		t.Fatalf("request: %v\n%s", r.err, r.stdout)
+	}
+	if r := run(alice, "admin", "deletions", "approve", "1"); r.err == nil || !strings.Contains(r.err.Error(), "another admin must approve") {
+		t.Errorf("self-approval: %v", r.err)
+	}
+	if r := run(bob, "admin", "deletions", "approve", "1"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	r = run(carol, "admin", "deletions", "approve", "1")
+	if r.err != nil || !strings.Contains(r.stdout, "State      scheduled") {
+		t.Fatalf("quorum: %v\n%s", r.err, r.stdout)
+	}
+	r = run(bob, "admin", "deletions", "list", "--state", "scheduled")
+	if r.err != nil || len(table(t, r.stdout, "ID")) != 1 {
+		t.Errorf("list: %v\n%s", r.err, r.stdout)
+	}
+	clk.Advance(store.DefaultDeletionDelay)
+	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: [1]") {
+		t.Fatalf("execute-due: %v\n%s", r.err, r.stdout)
+	}
+	r = run(alice, "admin", "deletions", "show", "1", "--json")
+	if r.err != nil || !strings.Contains(r.stdout, `"state": "executed"`) && !strings.Contains(r.stdout, `"state":"executed"`) {
+		t.Errorf("show: %v\n%s", r.err, r.stdout)
+	}
+	if _, err := st.Stat(ctx, h); err == nil {
+		t.Error("chunk still stored after execution")
+	}
+	if r := run(carol, "admin", "deletions", "cancel", "1", "--reason", "late"); r.err == nil {
+		t.Error("cancel after execution succeeded")
+	}
+}

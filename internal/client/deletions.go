@@ -1,0 +1,123 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Deletion is a deletion request as the vault shows it.
+type Deletion struct {
+	ID                int64      `json:"id"`
+	Kind              string     `json:"kind"`
+	Targets           string     `json:"targets"`
+	Digest            string     `json:"digest"`
+	Reason            string     `json:"reason"`
+	RequestedBy       string     `json:"requested_by"`
+	RequestedAt       time.Time  `json:"requested_at"`
+	ApprovalsRequired int        `json:"approvals_required"`
+	Delay             string     `json:"delay"`
+	ExpiresAt         time.Time  `json:"expires_at"`
+	State             string     `json:"state"`
+	ScheduledAt       *time.Time `json:"scheduled_at,omitempty"`
+	ExecutesAt        *time.Time `json:"executes_at,omitempty"`
+	CancelledAt       *time.Time `json:"cancelled_at,omitempty"`
+	CancelledBy       *string    `json:"cancelled_by,omitempty"`
+	CancelReason      *string    `json:"cancel_reason,omitempty"`
+	ExecutedAt        *time.Time `json:"executed_at,omitempty"`
+	Report            *struct {
+		Deleted      int64            `json:"deleted"`
+		Skipped      map[string]int64 `json:"skipped"`
+		BytesFreed   int64            `json:"bytes_freed"`
+		Snapshots    int64            `json:"snapshots_deleted"`
+		HoldReleased bool             `json:"hold_released"`
+	} `json:"report,omitempty"`
+	Approvals []struct {
+		Approver   string    `json:"approver"`
+		ApprovedAt time.Time `json:"approved_at"`
+	} `json:"approvals"`
+	Affected *struct {
+		Chunks    int64 `json:"chunks"`
+		Snapshots int64 `json:"snapshots"`
+		Bytes     int64 `json:"bytes"`
+	} `json:"affected,omitempty"`
+}
+
+// DeletionRequest says what to delete and why: Kind is chunks, snapshots,
+// expired or hold_release, with the matching field set.
+type DeletionRequest struct {
+	Kind      string    `json:"kind"`
+	Chunks    []string  `json:"chunks,omitempty"`
+	Snapshots []int64   `json:"snapshots,omitempty"`
+	Before    time.Time `json:"before,omitzero"`
+	Source    string    `json:"source,omitempty"`
+	Hold      int64     `json:"hold,omitempty"`
+	Reason    string    `json:"reason"`
+}
+
+// RequestDeletion asks for a deletion (admin token).
+func (c *Client) RequestDeletion(ctx context.Context, r DeletionRequest) (Deletion, error) {
+	var out Deletion
+	err := c.postJSON(ctx, "/v1/deletions", r, &out)
+	return out, err
+}
+
+// ApproveDeletion approves request id (admin token, not the requester's).
+func (c *Client) ApproveDeletion(ctx context.Context, id int64) (Deletion, error) {
+	var out Deletion
+	err := c.do(ctx, http.MethodPost, "/v1/deletions/"+strconv.FormatInt(id, 10)+"/approve", nil, nil, nil, &out)
+	return out, err
+}
+
+// CancelDeletion vetoes request id (any admin).
+func (c *Client) CancelDeletion(ctx context.Context, id int64, reason string) (Deletion, error) {
+	var out Deletion
+	err := c.postJSON(ctx, "/v1/deletions/"+strconv.FormatInt(id, 10)+"/cancel", map[string]string{"reason": reason}, &out)
+	return out, err
+}
+
+// GetDeletion returns request id (auditor or admin token).
+func (c *Client) GetDeletion(ctx context.Context, id int64) (Deletion, error) {
+	var out Deletion
+	err := c.getJSON(ctx, "/v1/deletions/"+strconv.FormatInt(id, 10), nil, &out)
+	return out, err
+}
+
+// Deletions lists requests, newest first, optionally in one state; before
+// is the id to continue below (0 for the newest). next is 0 at the end.
+func (c *Client) Deletions(ctx context.Context, state string, before int64, limit int) (list []Deletion, next int64, err error) {
+	q := url.Values{}
+	if state != "" {
+		q.Set("state", state)
+	}
+	if before > 0 {
+		q.Set("before", strconv.FormatInt(before, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Deletions []Deletion `json:"deletions"`
+		Next      string     `json:"next"`
+	}
+	if err := c.getJSON(ctx, "/v1/deletions", q, &out); err != nil {
+		return nil, 0, err
+	}
+	if out.Next != "" {
+		next, _ = strconv.ParseInt(out.Next, 10, 64)
+	}
+	return out.Deletions, next, nil
+}
+
+// ExecuteDue runs the vault's executor now (admin token): it executes only
+// approved requests whose delay has passed.
+func (c *Client) ExecuteDue(ctx context.Context) (executed, expired []int64, err error) {
+	var out struct {
+		Executed []int64 `json:"executed"`
+		Expired  []int64 `json:"expired"`
+	}
+	err = c.do(ctx, http.MethodPost, "/v1/deletions/execute-due", nil, nil, nil, &out)
+	return out.Executed, out.Expired, err
+}
