@@ -190,7 +190,10 @@ func (c *committer) append(items []*commitItem) (sealed int64) {
 			continue
 		}
 		if row, ok := stored[it.hash]; ok {
+			// Already stored: answer now. A dedup hit never waits for the
+			// group's fsync and commit.
 			it.existing = row
+			it.done <- commitResult{row: *row}
 			continue
 		}
 		packed = append(packed, it)
@@ -246,7 +249,7 @@ func (c *committer) indexer() {
 			case it.err != nil:
 				it.done <- commitResult{err: it.err}
 			case it.existing != nil:
-				it.done <- commitResult{row: *it.existing}
+				// answered by the packer
 			case err != nil:
 				it.done <- commitResult{err: err}
 			default:
