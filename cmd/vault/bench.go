@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/wormvault/wormvault/internal/bench"
@@ -25,6 +26,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	sizesText := fs.String("sizes", "4KiB,64KiB,1MiB,8MiB", "chunk sizes, comma-separated")
 	agentsText := fs.String("agents", "1,8", "numbers of concurrent agents, comma-separated")
 	dedupText := fs.String("dedup", "0,0.9", "fractions of PUTs that re-send a stored chunk, comma-separated")
+	batchSizesText := fs.String("batch-sizes", "4KiB,64KiB", "chunk sizes of the batch-endpoint cells (POST /v1/chunks/batch, fresh chunks, every --agents), comma-separated; empty: none")
+	batchFrames := fs.Int("batch-frames", 256, "chunks per batch request (fewer if they do not fit the endpoint's 16 MiB body limit)")
+	baselineSizesText := fs.String("baseline-sizes", "256KiB", "extra chunk sizes measured by the raw-disk and pack-append baselines only, comma-separated; empty: none")
 	duration := fs.Duration("duration", 4*time.Second, "time cap of each cell and baseline")
 	maxBytesText := fs.String("max-bytes", "1GiB", "byte cap of each cell and raw-disk baseline")
 	out := fs.String("out", "", "markdown file to write; only the part between the bench markers is replaced (default: stdout only)")
@@ -56,6 +60,16 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if cfg.Dedup, err = bench.ParseFractions(*dedupText); err != nil {
 		return fmt.Errorf("bench: --dedup: %w", err)
 	}
+	if cfg.BatchSizes, err = optionalSizes(*batchSizesText); err != nil {
+		return fmt.Errorf("bench: --batch-sizes: %w", err)
+	}
+	if cfg.BaselineSizes, err = optionalSizes(*baselineSizesText); err != nil {
+		return fmt.Errorf("bench: --baseline-sizes: %w", err)
+	}
+	if *batchFrames < 1 {
+		return errors.New("bench: --batch-frames must be at least 1")
+	}
+	cfg.BatchFrames = *batchFrames
 	if cfg.MaxBytes, err = bench.ParseSize(*maxBytesText); err != nil {
 		return fmt.Errorf("bench: --max-bytes: %w", err)
 	}
@@ -147,6 +161,14 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintf(stderr, "bench: wrote %s\n", *out)
 	}
 	return nil
+}
+
+// optionalSizes parses a list of sizes that may be empty.
+func optionalSizes(list string) ([]int64, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	return bench.ParseSizes(list)
 }
 
 // writeReport puts md between the bench markers of the file at path,

@@ -30,16 +30,20 @@ type packReq struct {
 
 // PackBaseline measures durable appends to pack files with the vault's own
 // pack code (internal/store/pack), without HTTP, hashing or PostgreSQL:
-// agents goroutines each hand one size-byte record at a time to a single
-// appender and wait for it to be durable; the appender takes every record
-// waiting (up to 1024 records or 8 MiB, like the vault's committer) and
-// writes them with one Append, that is one write and one fdatasync, sealing
-// and starting packs at the vault's size limit. It stops after d or once
-// maxBytes are handed over, whichever comes first, and removes what it
-// wrote.
-func PackBaseline(ctx context.Context, dir string, size int64, agents int, d time.Duration, maxBytes int64) (PackResult, error) {
-	if size > pack.MaxRecord {
+// agents goroutines each hand inFlight size-byte records at a time to a
+// single appender and wait until they are durable; the appender takes every
+// record waiting (up to 1024 records or 8 MiB, like the vault's committer)
+// and writes them with one Append, that is one write and one fdatasync,
+// sealing and starting packs at the vault's size limit. With inFlight 1 an
+// agent is like a client PUTting one chunk at a time; with more, like one
+// POSTing batches of inFlight chunks. It stops after d or once maxBytes are
+// handed over, whichever comes first, and removes what it wrote.
+func PackBaseline(ctx context.Context, dir string, size int64, agents, inFlight int, d time.Duration, maxBytes int64) (PackResult, error) {
+	switch {
+	case size > pack.MaxRecord:
 		return PackResult{}, fmt.Errorf("bench: pack baseline: records of %s are over the pack limit of %s", FormatSize(size), FormatSize(pack.MaxRecord))
+	case size < 16 || inFlight < 1:
+		return PackResult{}, fmt.Errorf("bench: pack baseline: want records of at least 16 bytes, at least one at a time")
 	}
 	root, err := os.MkdirTemp(dir, "packappend-*")
 	if err != nil {
@@ -62,7 +66,7 @@ func PackBaseline(ctx context.Context, dir string, size int64, agents int, d tim
 		lats    []time.Duration
 		failed  error
 	)
-	reqs := make(chan *packReq, agents)
+	reqs := make(chan *packReq, agents*inFlight)
 	appenderDone := make(chan struct{})
 	go func() {
 		defer close(appenderDone)
@@ -76,9 +80,17 @@ func PackBaseline(ctx context.Context, dir string, size int64, agents int, d tim
 	deadline := start.Add(d)
 	for a := range agents {
 		agentWG.Go(func() {
-			buf := make([]byte, size)
+			// Record k of a hand-over is buf[16k:16k+size], its first 8
+			// bytes a number no other record has: the records differ
+			// while an agent holds one buffer of about one record. The
+			// baseline measures the disk, not hashing, and nothing reads
+			// these records back, so they are named by that number.
+			buf := make([]byte, size+16*int64(inFlight-1))
 			rand.Read(buf)
-			req := &packReq{done: make(chan error, 1)}
+			out := make([]*packReq, inFlight)
+			for k := range out {
+				out[k] = &packReq{done: make(chan error, 1)}
+			}
 			var local []time.Duration
 			defer func() {
 				mu.Lock()
@@ -86,18 +98,25 @@ func PackBaseline(ctx context.Context, dir string, size int64, agents int, d tim
 				mu.Unlock()
 			}()
 			for j := 0; ctx.Err() == nil && time.Now().Before(deadline); j++ {
-				if sent.Add(size) > maxBytes {
+				if sent.Add(size*int64(inFlight)) > maxBytes {
 					return
 				}
-				// Records are told apart by their first bytes and named by
-				// them: the baseline measures the disk, not hashing, and
-				// nothing reads these records back.
-				binary.LittleEndian.PutUint64(buf, uint64(a)<<32|uint64(j))
-				req.rec = pack.Record{Data: buf}
-				copy(req.rec.Hash[:], buf[:min(len(buf), len(req.rec.Hash))])
+				for k, req := range out {
+					id := uint64(a)<<48 | uint64(j*inFlight+k)
+					off := 16 * int64(k)
+					binary.LittleEndian.PutUint64(buf[off:], id)
+					req.rec = pack.Record{Data: buf[off : off+size]}
+					binary.LittleEndian.PutUint64(req.rec.Hash[:], id)
+				}
 				t0 := time.Now()
-				reqs <- req
-				if err := <-req.done; err != nil {
+				for _, req := range out {
+					reqs <- req
+				}
+				var err error
+				for _, req := range out {
+					err = firstErr(err, <-req.done)
+				}
+				if err != nil {
 					mu.Lock()
 					failed = firstErr(failed, err)
 					mu.Unlock()
@@ -105,7 +124,7 @@ func PackBaseline(ctx context.Context, dir string, size int64, agents int, d tim
 					return
 				}
 				local = append(local, time.Since(t0))
-				records.Add(1)
+				records.Add(int64(inFlight))
 			}
 		})
 	}
@@ -120,7 +139,7 @@ func PackBaseline(ctx context.Context, dir string, size int64, agents int, d tim
 		return PackResult{}, err
 	}
 	n := records.Load()
-	return PackResult{Size: size, Agents: agents, Records: n, Bytes: n * size, Groups: groups.Load(), Elapsed: elapsed,
+	return PackResult{Size: size, Agents: agents, InFlight: inFlight, Records: n, Bytes: n * size, Groups: groups.Load(), Elapsed: elapsed,
 		Latency: Summarize(slices.Clone(lats)), Runs: []float64{perSec(float64(n), elapsed)}, samples: lats}, nil
 }
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -15,8 +16,10 @@ type Report struct {
 	Elapsed  time.Duration
 	Hash     []HashResult
 	Disk     []DiskResult
+	Pack     []PackResult
 	PG       []PGResult
 	Cells    []CellResult
+	Batch    []BatchCellResult
 	Missing  *MissingResult // nil if the phase did not run
 	Notes    []string       // warnings and remarks about this run
 }
@@ -26,6 +29,9 @@ type Settings struct {
 	Target   string        // what was measured, e.g. "vault serve started by vault bench"
 	Duration time.Duration // time cap of each cell and baseline
 	MaxBytes int64         // byte cap of each cell and disk baseline
+	// PackThreshold is the largest chunk the vault packs (its default):
+	// cells up to it are compared with the pack-append baseline.
+	PackThreshold int64
 }
 
 // Machine holds the facts that make the figures comparable.
@@ -79,6 +85,49 @@ func (d DiskResult) FilesPerSec() float64 { return perSec(float64(d.Files), d.El
 
 // BytesPerSec is durable bytes written per second.
 func (d DiskResult) BytesPerSec() float64 { return perSec(float64(d.Bytes), d.Elapsed) }
+
+// PackResult is the pack-append baseline at one size and concurrency:
+// records appended to one pack file by one appender, a group of records per
+// write and fdatasync, possibly pooled over several runs (see Merge).
+type PackResult struct {
+	Size     int64
+	Agents   int
+	InFlight int // records each agent hands over at once: 1 like PUT, more like a batch
+	Records  int64
+	Bytes    int64
+	Groups   int64 // Appends: one write and one fdatasync each
+	Elapsed  time.Duration
+	Latency  Latency   // per record, from hand-over to durable
+	Runs     []float64 // records/s of each run pooled here
+
+	samples []time.Duration
+}
+
+// Merge pools two runs of the same baseline.
+func (p PackResult) Merge(o PackResult) PackResult {
+	m := p
+	m.Records, m.Bytes, m.Groups, m.Elapsed = p.Records+o.Records, p.Bytes+o.Bytes, p.Groups+o.Groups, p.Elapsed+o.Elapsed
+	m.Runs = append(slices.Clone(p.Runs), o.Runs...)
+	m.samples = append(slices.Clone(p.samples), o.samples...)
+	m.Latency = Summarize(slices.Clone(m.samples))
+	return m
+}
+
+// RecordsPerSec is durable records appended per second.
+func (p PackResult) RecordsPerSec() float64 { return perSec(float64(p.Records), p.Elapsed) }
+
+// BytesPerSec is durable record bytes appended per second (headers not
+// counted).
+func (p PackResult) BytesPerSec() float64 { return perSec(float64(p.Bytes), p.Elapsed) }
+
+// RecordsPerGroup is the mean number of records made durable by one
+// fdatasync.
+func (p PackResult) RecordsPerGroup() float64 {
+	if p.Groups <= 0 {
+		return 0
+	}
+	return float64(p.Records) / float64(p.Groups)
+}
 
 // PGResult is the PostgreSQL single-row commit baseline at one concurrency.
 type PGResult struct {
@@ -154,6 +203,28 @@ func (c CellResult) NewRate() float64 {
 	return float64(c.Agents) / c.NewLatency.Mean.Seconds()
 }
 
+// BatchCellResult is one batch-endpoint cell: Agents concurrent agents
+// POSTing batches of Frames fresh chunks of Size to /v1/chunks/batch.
+type BatchCellResult struct {
+	Size     int64
+	Agents   int
+	Frames   int   // chunks per request
+	Requests int64 // batches answered, every chunk created
+	Chunks   int64
+	Bytes    int64 // chunk bytes (frame headers not counted)
+	Elapsed  time.Duration
+	Latency  Latency // per request
+
+	Server    *ProcUsage // nil when the server was not measured
+	ClientCPU time.Duration
+}
+
+// ChunksPerSec is chunks acknowledged per second.
+func (b BatchCellResult) ChunksPerSec() float64 { return perSec(float64(b.Chunks), b.Elapsed) }
+
+// BytesPerSec is chunk bytes acknowledged per second.
+func (b BatchCellResult) BytesPerSec() float64 { return perSec(float64(b.Bytes), b.Elapsed) }
+
 // MissingResult is the missing-query phase.
 type MissingResult struct {
 	Hashes   int // per request
@@ -181,6 +252,48 @@ func (r *Report) disk(size int64, agents int) (DiskResult, bool) {
 		return DiskResult{}, false
 	}
 	return r.Disk[i], true
+}
+
+// pack is the pack-append baseline at one size and concurrency with one
+// record in flight per agent.
+func (r *Report) pack(size int64, agents int) (PackResult, bool) {
+	i := slices.IndexFunc(r.Pack, func(p PackResult) bool { return p.Size == size && p.Agents == agents && p.InFlight <= 1 })
+	if i < 0 {
+		return PackResult{}, false
+	}
+	return r.Pack[i], true
+}
+
+// packBatched is the pack-append baseline with inFlight records per agent.
+func (r *Report) packBatched(size int64, agents, inFlight int) (PackResult, bool) {
+	i := slices.IndexFunc(r.Pack, func(p PackResult) bool {
+		return p.Size == size && p.Agents == agents && p.InFlight == inFlight
+	})
+	if i < 0 {
+		return PackResult{}, false
+	}
+	return r.Pack[i], true
+}
+
+func (r *Report) batch(size int64, agents int) (BatchCellResult, bool) {
+	i := slices.IndexFunc(r.Batch, func(b BatchCellResult) bool { return b.Size == size && b.Agents == agents })
+	if i < 0 {
+		return BatchCellResult{}, false
+	}
+	return r.Batch[i], true
+}
+
+// packRatio is a small cell's chunks/s as a percentage of the pack-append
+// records/s at its size and concurrency; "–" for sizes the vault does not
+// pack, "n/a" if the baseline was not measured.
+func (r *Report) packRatio(size int64, agents int, chunksPerSec float64) string {
+	if size > r.Settings.PackThreshold {
+		return "–"
+	}
+	if p, ok := r.pack(size, agents); ok {
+		return Percent(chunksPerSec, p.RecordsPerSec())
+	}
+	return "n/a"
 }
 
 func (r *Report) pg(agents int) (PGResult, bool) {
@@ -267,7 +380,49 @@ func (r *Report) targetAgents() int {
 		}
 		best = max(best, c.Agents)
 	}
+	for _, b := range r.Batch {
+		if b.Agents == 8 {
+			return 8
+		}
+		best = max(best, b.Agents)
+	}
 	return best
+}
+
+// PackTargets checks the report against issue 4's targets for small
+// chunks (packs, group commit, the batch endpoint). Targets whose cells
+// were not measured are left out.
+func (r *Report) PackTargets() []TargetResult {
+	var out []TargetResult
+	n := r.targetAgents()
+	const size = 4 * KiB
+	if c, ok := r.cell(size, n, 0); ok {
+		if d, ok := r.disk(size, n); ok && d.FilesPerSec() > 0 {
+			out = append(out, target(
+				fmt.Sprintf("4KiB, %d agents: chunks/s ≥ 5× durable raw disk (one file per chunk)", n),
+				c.ChunksPerSec()/d.FilesPerSec(), 5,
+				fmt.Sprintf("%s (%s chunks/s vs %s files/s)", Times(c.ChunksPerSec(), d.FilesPerSec()), Rate(c.ChunksPerSec()), Rate(d.FilesPerSec()))))
+		}
+		out = append(out, target(fmt.Sprintf("4KiB, %d agents: ≥ 10,000 chunks/s", n),
+			c.ChunksPerSec(), 10_000, Rate(c.ChunksPerSec())+" chunks/s"+r.packNote(size, n, c.ChunksPerSec())))
+	}
+	if b, ok := r.batch(size, n); ok {
+		note := ""
+		if p, ok := r.packBatched(size, n, b.Frames); ok && p.RecordsPerSec() > 0 {
+			note = " (" + Percent(b.ChunksPerSec(), p.RecordsPerSec()) + " of pack-append batched alike)"
+		}
+		out = append(out, target(fmt.Sprintf("4KiB, %d agents, batch endpoint: ≥ 30,000 chunks/s", n),
+			b.ChunksPerSec(), 30_000, fmt.Sprintf("%s chunks/s, %d per request%s", Rate(b.ChunksPerSec()), b.Frames, note)))
+	}
+	return out
+}
+
+// packNote is " (x% of pack-append)" when that baseline was measured.
+func (r *Report) packNote(size int64, agents int, chunksPerSec float64) string {
+	if p, ok := r.pack(size, agents); ok && p.RecordsPerSec() > 0 {
+		return " (" + Percent(chunksPerSec, p.RecordsPerSec()) + " of pack-append)"
+	}
+	return ""
 }
 
 // Targets checks the report against the ratio targets of issue 3. Targets
@@ -361,21 +516,13 @@ func Markdown(r *Report) string {
 	row(&b, "budget", fmt.Sprintf("each cell and baseline stops after %s or %s, whichever comes first; whole run %s",
 		r.Settings.Duration, FormatSize(r.Settings.MaxBytes), r.Elapsed.Round(time.Second)))
 
-	if ts := r.Targets(); len(ts) > 0 {
-		b.WriteString("\n### Targets (issue 3)\n\n| target | measured | status |\n|---|---|---|\n")
-		for _, t := range ts {
-			status := t.Status
-			if !t.Met {
-				status = "**" + status + "**"
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s |\n", t.Name, t.Measured, status)
-		}
-	}
+	targetTable(&b, "Targets (issue 3)", r.Targets())
+	targetTable(&b, "Targets (issue 4: small chunks in packs)", r.PackTargets())
 
 	if len(r.Cells) > 0 {
 		b.WriteString("\n### Vault ingest (PUT over HTTP on loopback)\n\n")
-		b.WriteString("| size | agents | dedup | PUTs | MB/s | of raw disk | of BLAKE3 all cores | chunks/s | of per-item bound | p50 ms | p99 ms | server RSS peak | server VmHWM | server CPU s/GB | bench CPU s/GB |\n")
-		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		b.WriteString("| size | agents | dedup | PUTs | MB/s | of raw disk | of BLAKE3 all cores | chunks/s | of per-item bound | of pack-append | p50 ms | p99 ms | server RSS peak | server VmHWM | server CPU s/GB | bench CPU s/GB |\n")
+		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, c := range r.Cells {
 			diskRatio, hashRatio, itemRatio := "n/a", "n/a", "n/a"
 			if d, ok := r.disk(c.Size, c.Agents); ok {
@@ -391,9 +538,10 @@ func Markdown(r *Report) string {
 			if s := c.Server; s != nil {
 				rss, hwm, cpu = MiBs(s.PeakRSS), MiBs(s.HWM), cpuPerGB(s.CPU, c.Bytes)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				FormatSize(c.Size), c.Agents, Fraction(c.Dedup), c.New+c.Hits, MBps(c.BytesPerSec()), diskRatio, hashRatio,
-				Rate(c.ChunksPerSec()), itemRatio, Millis(c.Latency.P50), Millis(c.Latency.P99), rss, hwm, cpu, cpuPerGB(c.ClientCPU, c.Bytes))
+				Rate(c.ChunksPerSec()), itemRatio, r.packRatio(c.Size, c.Agents, c.ChunksPerSec()),
+				Millis(c.Latency.P50), Millis(c.Latency.P99), rss, hwm, cpu, cpuPerGB(c.ClientCPU, c.Bytes))
 		}
 		hits := false
 		for _, c := range r.Cells {
@@ -415,6 +563,32 @@ func Markdown(r *Report) string {
 		}
 	}
 
+	if len(r.Batch) > 0 {
+		b.WriteString("\n### Vault ingest, batch endpoint (POST /v1/chunks/batch, fresh chunks)\n\n")
+		b.WriteString("| size | agents | dedup | chunks per request | requests | MB/s | chunks/s | vs raw disk files/s | of pack-append | of pack-append batched alike | vs PUT chunks/s | p50 ms per request | p99 ms per request | server RSS peak | server VmHWM | server CPU s/GB | bench CPU s/GB |\n")
+		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, c := range r.Batch {
+			diskRatio, putRatio, batchedRatio := "n/a", "n/a", "n/a"
+			if d, ok := r.disk(c.Size, c.Agents); ok {
+				diskRatio = Times(c.ChunksPerSec(), d.FilesPerSec())
+			}
+			if p, ok := r.packBatched(c.Size, c.Agents, c.Frames); ok {
+				batchedRatio = Percent(c.ChunksPerSec(), p.RecordsPerSec())
+			}
+			if p, ok := r.cell(c.Size, c.Agents, 0); ok {
+				putRatio = Times(c.ChunksPerSec(), p.ChunksPerSec())
+			}
+			rss, hwm, cpu := "n/a", "n/a", "n/a"
+			if s := c.Server; s != nil {
+				rss, hwm, cpu = MiBs(s.PeakRSS), MiBs(s.HWM), cpuPerGB(s.CPU, c.Bytes)
+			}
+			fmt.Fprintf(&b, "| %s | %d | 0%% | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				FormatSize(c.Size), c.Agents, c.Frames, c.Requests, MBps(c.BytesPerSec()), Rate(c.ChunksPerSec()),
+				diskRatio, r.packRatio(c.Size, c.Agents, c.ChunksPerSec()), batchedRatio, putRatio,
+				Millis(c.Latency.P50), Millis(c.Latency.P99), rss, hwm, cpu, cpuPerGB(c.ClientCPU, c.Bytes))
+		}
+	}
+
 	if mr := r.Missing; mr != nil {
 		b.WriteString("\n### missing (POST /v1/chunks/missing)\n\n")
 		b.WriteString("| hashes per request | of them stored | requests | p50 ms | p99 ms | hashes/s | of 200,000/s target |\n|--:|--:|--:|--:|--:|--:|--:|\n")
@@ -423,13 +597,8 @@ func Markdown(r *Report) string {
 	}
 
 	b.WriteString("\n### Baselines (same run, same machine)\n")
-	if len(r.Disk) > 0 {
-		b.WriteString("\nDurable raw disk: one file per chunk, with the vault's steps (create temp, write, fsync, close, rename, directory fsync) into a 256-way fan-out made beforehand; no HTTP, no hashing, no PostgreSQL. Run just before and just after the vault cells of the same size and agents, and pooled.\n\n")
-		b.WriteString("| size | agents | MB/s | files/s | files/s of each run | p50 ms | p99 ms |\n|---|--:|--:|--:|--:|--:|--:|\n")
-		for _, d := range r.Disk {
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s |\n", FormatSize(d.Size), d.Agents, MBps(d.BytesPerSec()),
-				Rate(d.FilesPerSec()), rates(d.Runs), Millis(d.Latency.P50), Millis(d.Latency.P99))
-		}
+	if len(r.Disk) > 0 || len(r.Pack) > 0 {
+		diskTable(&b, r)
 	}
 	if len(r.PG) > 0 {
 		b.WriteString("\nPostgreSQL: one single-row INSERT per transaction (chunk-row shape: 32-byte hash primary key, size, two timestamptz, text), server's default durability, one connection per agent. Run before and after all vault cells, and pooled.\n\n")
@@ -472,6 +641,28 @@ speed drifts.
   files/s (same size and agents) and PostgreSQL commits/s (same agents): the
   limit for small chunks when each one costs a file and a commit. Group commit
   is how a vault gets past 100% there.
+- "Of pack-append" is the vault's chunks/s over the pack-append baseline's
+  records/s at the same size and agents, for chunks up to the vault's pack
+  threshold (default 256 KiB; larger chunks are files, shown as –): what the
+  vault makes of the disk when each small chunk costs a share of one write and
+  one fdatasync rather than a file. It is the ceiling of group commit on this
+  disk, before HTTP, hashing and PostgreSQL. Dedup hits write nothing, so
+  dedup cells may exceed it.
+- Batch cells POST fresh chunks in batches (one request carries the given
+  number of chunks, as many as fit the endpoint's 16 MiB body limit); their
+  latencies are per request, and "vs raw disk files/s" and "vs PUT chunks/s"
+  compare their chunks/s with the per-file baseline and with the PUT cell of
+  the same size and agents at 0% dedup. The plain pack-append baseline has one
+  record in flight per agent, as PUT does, so batches can beat it; "of
+  pack-append batched alike" compares them with the baseline whose agents
+  hand over a whole batch of records at a time, their actual ceiling. Batch
+  cells run after all PUT cells, because their large request bodies raise the
+  server's RSS for minutes afterwards.
+- "Records per fsync" in the pack-append baseline is the mean group size: with
+  one agent it is 1 (every record waits for its own fdatasync); with N agents
+  handing over one record at a time it is about N/2, because the agents
+  answered by one group come back while the next is being written and join
+  the one after.
 - "Of BLAKE3" shows how much of the hashing budget (all cores) is used.
 - Dedup hits are compared with new writes of the same size: the hit rate is
   estimated as agents ÷ mean hit latency (the agents work in a closed loop);
@@ -495,6 +686,85 @@ func rates(runs []float64) string {
 		out[i] = Rate(r)
 	}
 	return strings.Join(out, " / ")
+}
+
+// targetTable renders a table of targets under title, if there are any.
+func targetTable(b *strings.Builder, title string, ts []TargetResult) {
+	if len(ts) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n### %s\n\n| target | measured | status |\n|---|---|---|\n", title)
+	for _, t := range ts {
+		status := t.Status
+		if !t.Met {
+			status = "**" + status + "**"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s |\n", t.Name, t.Measured, status)
+	}
+}
+
+// diskTable renders the two durable-write baselines side by side: a file
+// per chunk, and records appended to a pack.
+func diskTable(b *strings.Builder, r *Report) {
+	b.WriteString("\nDurable raw disk, per file: one file per chunk, with the vault's steps (create temp, write, fsync, close, rename, directory fsync) into a 256-way fan-out made beforehand. ")
+	b.WriteString("Pack-append: the same chunks as records appended by one appender to one pack file with the vault's own pack code (internal/store/pack), one write and one fdatasync per group of whatever records are waiting (at most 1,024 or 8 MiB, like the vault's committer), packs sealed at 64 MiB. ")
+	b.WriteString("Neither involves HTTP, hashing or PostgreSQL. Where PUT cells of the same size and agents ran, each baseline was run just before and just after them and pooled (pack-append for half the time cap each time); other sizes were run once.\n\n")
+	b.WriteString("| size | agents | per-file MB/s | files/s | files/s of each run | p50 ms | p99 ms | pack-append MB/s | records/s | records/s of each run | records per fsync | p50 ms | p99 ms | pack-append vs per-file |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	type key struct {
+		size   int64
+		agents int
+	}
+	var keys []key
+	for _, d := range r.Disk {
+		keys = append(keys, key{d.Size, d.Agents})
+	}
+	for _, p := range r.Pack {
+		if p.InFlight <= 1 && !slices.Contains(keys, key{p.Size, p.Agents}) {
+			keys = append(keys, key{p.Size, p.Agents})
+		}
+	}
+	// By size, then in the order measured.
+	slices.SortStableFunc(keys, func(a, b key) int { return cmp.Compare(a.size, b.size) })
+	na := "n/a | n/a | n/a | n/a | n/a"
+	for _, k := range keys {
+		diskCols, packCols, vs := na, na+" | n/a", "n/a"
+		d, dok := r.disk(k.size, k.agents)
+		if dok {
+			diskCols = fmt.Sprintf("%s | %s | %s | %s | %s", MBps(d.BytesPerSec()), Rate(d.FilesPerSec()), rates(d.Runs),
+				Millis(d.Latency.P50), Millis(d.Latency.P99))
+		}
+		if p, ok := r.pack(k.size, k.agents); ok {
+			packCols = fmt.Sprintf("%s | %s | %s | %s | %s | %s", MBps(p.BytesPerSec()), Rate(p.RecordsPerSec()), rates(p.Runs),
+				Rate(p.RecordsPerGroup()), Millis(p.Latency.P50), Millis(p.Latency.P99))
+			if dok {
+				vs = Times(p.RecordsPerSec(), d.FilesPerSec())
+			}
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s |\n", FormatSize(k.size), k.agents, diskCols, packCols, vs)
+	}
+
+	var batched []PackResult
+	for _, p := range r.Pack {
+		if p.InFlight > 1 {
+			batched = append(batched, p)
+		}
+	}
+	if len(batched) == 0 {
+		return
+	}
+	b.WriteString("\nPack-append, batched alike: the same, but each agent hands over as many records at once as a batch request of the batch cells carries, and waits for all of them, as a batch request does. Run just before and just after the batch cell of the same size and agents (half the time cap each), and pooled.\n\n")
+	b.WriteString("| size | agents | records per hand-over | MB/s | records/s | records/s of each run | records per fsync | p50 ms per hand-over | p99 ms per hand-over | vs per-file files/s |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, p := range batched {
+		vs := "n/a"
+		if d, ok := r.disk(p.Size, p.Agents); ok {
+			vs = Times(p.RecordsPerSec(), d.FilesPerSec())
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", FormatSize(p.Size), p.Agents, p.InFlight,
+			MBps(p.BytesPerSec()), Rate(p.RecordsPerSec()), rates(p.Runs), Rate(p.RecordsPerGroup()),
+			Millis(p.Latency.P50), Millis(p.Latency.P99), vs)
+	}
 }
 
 func row(b *strings.Builder, k, v string) { fmt.Fprintf(b, "| %s | %s |\n", k, v) }

@@ -13,17 +13,28 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wormvault/wormvault/internal/api"
 	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/store"
+	"github.com/wormvault/wormvault/internal/store/pack"
 )
 
 // Config is one benchmark run: the matrix of cells, their bounds, and what
 // to measure.
 type Config struct {
-	Sizes    []int64
-	Agents   []int
-	Dedup    []float64
-	Duration time.Duration // time cap of each cell and baseline
-	MaxBytes int64         // byte cap of each cell and disk baseline
+	Sizes  []int64
+	Agents []int
+	Dedup  []float64
+	// BatchSizes are the chunk sizes of the batch-endpoint cells (fresh
+	// chunks only, at every number of agents); empty: none.
+	BatchSizes  []int64
+	BatchFrames int // chunks per batch request; zero: 256
+	// BaselineSizes are sizes measured by the raw-disk and pack-append
+	// baselines only, without vault cells (e.g. 256KiB, to show where one
+	// file per chunk stops costing more than packing).
+	BaselineSizes []int64
+	Duration      time.Duration // time cap of each cell and baseline
+	MaxBytes      int64         // byte cap of each cell and disk baseline
 	// HashDuration is how long each BLAKE3 measurement runs; zero: a
 	// quarter of Duration, between 200 ms and 1 s.
 	HashDuration time.Duration
@@ -60,6 +71,9 @@ func (c *Config) setDefaults() {
 	if c.MissingRepeats == 0 {
 		c.MissingRepeats = 5
 	}
+	if c.BatchFrames == 0 {
+		c.BatchFrames = 256
+	}
 	if c.Profile != nil && c.Profile.Seconds == 0 {
 		c.Profile.Seconds = 5
 	}
@@ -79,12 +93,28 @@ func (c *Config) Validate() error {
 	case c.WorkDir == "":
 		return errors.New("bench: no work directory")
 	}
-	for _, s := range c.Sizes {
+	for _, s := range slices.Concat(c.Sizes, c.BatchSizes, c.BaselineSizes) {
 		if s < 64 {
 			return fmt.Errorf("bench: chunk size %d is below 64 bytes", s)
 		}
 	}
+	for _, s := range c.BatchSizes {
+		if s > api.MaxBatchChunk {
+			return fmt.Errorf("bench: batch chunk size %s is over the batch endpoint's limit of %s", FormatSize(s), FormatSize(api.MaxBatchChunk))
+		}
+	}
+	if c.BatchFrames < 0 {
+		return errors.New("bench: the number of chunks per batch must be positive")
+	}
 	return nil
+}
+
+// allSizes is every size measured, in ascending order: the vault cells',
+// the batch cells' and the baseline-only ones.
+func (c *Config) allSizes() []int64 {
+	all := slices.Concat(c.Sizes, c.BatchSizes, c.BaselineSizes)
+	slices.Sort(all)
+	return slices.Compact(all)
 }
 
 // ParseCell parses SIZE/AGENTS/DEDUP, e.g. "1MiB/8/0" or "4KiB/8/90%".
@@ -128,9 +158,11 @@ func (p *progress) note(format string, args ...any) {
 }
 
 // Run measures the baselines and then, size by size and concurrency by
-// concurrency, the raw-disk baseline followed by the vault cells it bounds,
-// so that each ratio compares figures taken close together in time. Then it
-// runs the missing phase and, if asked, the profile.
+// concurrency, the raw-disk and pack-append baselines followed by the vault
+// cells they bound and by the baselines again, so that each ratio compares
+// figures taken close together in time. Then come the batch cells, each
+// between two runs of the pack-append baseline batched alike, the missing
+// phase and, if asked, the profile.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -139,13 +171,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r := &Report{
 		Machine:  ReadMachine(cfg.WorkDir),
 		Started:  time.Now(),
-		Settings: Settings{Duration: cfg.Duration, MaxBytes: cfg.MaxBytes},
+		Settings: Settings{Duration: cfg.Duration, MaxBytes: cfg.MaxBytes, PackThreshold: store.DefaultPackThreshold},
 	}
 	if strings.HasPrefix(r.Machine.WorkDirFS, "tmpfs") {
 		r.Notes = append(r.Notes, "The work directory is on tmpfs, where fsync costs nothing: these figures say nothing about a disk. Use --work-dir on a real disk.")
 	}
 	p := &progress{w: cfg.Progress}
-	p.total = 2*len(cfg.Sizes) + len(cfg.Sizes)*len(cfg.Agents)*(2+len(cfg.Dedup)) + 1
+	p.total = 2*len(cfg.Sizes) + 1
+	for _, size := range cfg.allSizes() {
+		steps := 0
+		if slices.Contains(cfg.BatchSizes, size) {
+			steps += 3 // the cell, and the batched pack-append baseline before and after it
+		}
+		// Each baseline once, or before and after the PUT cells.
+		base := 1
+		if slices.Contains(cfg.Sizes, size) {
+			steps += len(cfg.Dedup)
+			base = 2
+		}
+		if size <= pack.MaxRecord {
+			base *= 2
+		}
+		p.total += len(cfg.Agents) * (steps + base)
+	}
 	if cfg.DatabaseURL != "" {
 		p.total += 2 * len(cfg.Agents)
 		v, err := ServerVersion(ctx, cfg.DatabaseURL)
@@ -184,38 +232,69 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	client := NewClient(cfg.Target, slices.Max(cfg.Agents))
 	defer client.Close()
 	var stored []chunk.Hash
-	for _, size := range cfg.Sizes {
+	for _, size := range cfg.allSizes() {
+		puts := slices.Contains(cfg.Sizes, size)
 		for _, agents := range cfg.Agents {
-			d, err := DiskBaseline(ctx, cfg.WorkDir, size, agents, cfg.Duration, cfg.MaxBytes)
+			// Where there are cells, both baselines run before and after
+			// them (see below); pack-append for half the time cap each
+			// time, to keep the run short.
+			packTime := cfg.Duration
+			if puts {
+				packTime = cfg.Duration / 2
+			}
+			d, pk, err := diskBaselines(ctx, cfg, size, agents, packTime, p, "")
 			if err != nil {
 				return nil, err
 			}
-			p.printf("raw disk %s × %d agents: %s MB/s, %s files/s", FormatSize(size), agents, MBps(d.BytesPerSec()), Rate(d.FilesPerSec()))
-			for _, dedup := range cfg.Dedup {
-				spec := CellSpec{Size: size, Agents: agents, Dedup: dedup, Duration: cfg.Duration, MaxBytes: cfg.MaxBytes}
-				c, hashes, err := RunCell(ctx, client, spec)
+			if puts {
+				for _, dedup := range cfg.Dedup {
+					spec := CellSpec{Size: size, Agents: agents, Dedup: dedup, Duration: cfg.Duration, MaxBytes: cfg.MaxBytes}
+					c, hashes, err := RunCell(ctx, client, spec)
+					if err != nil {
+						return nil, err
+					}
+					p.printf("vault %s × %d agents, %s dedup: %s MB/s (%s of raw disk), %s chunks/s%s, p50 %s ms, p99 %s ms%s",
+						FormatSize(size), agents, Fraction(dedup), MBps(c.BytesPerSec()), Percent(c.BytesPerSec(), d.BytesPerSec()),
+						Rate(c.ChunksPerSec()), packShare(size, c.ChunksPerSec(), pk), Millis(c.Latency.P50), Millis(c.Latency.P99), rssNote(c.Server))
+					r.Cells = append(r.Cells, c)
+					if room := cfg.MissingHashes - len(stored); room > 0 {
+						stored = append(stored, hashes[:min(room, len(hashes))]...)
+					}
+				}
+			}
+			if puts {
+				// Once more after the cells: the disk's speed drifts on
+				// shared machines, and pooling a run on each side of the
+				// cells compares them with the disk as it was meanwhile.
+				again, pagain, err := diskBaselines(ctx, cfg, size, agents, packTime, p, ", again")
 				if err != nil {
 					return nil, err
 				}
-				p.printf("vault %s × %d agents, %s dedup: %s MB/s (%s of raw disk), %s chunks/s, p50 %s ms, p99 %s ms%s",
-					FormatSize(size), agents, Fraction(dedup), MBps(c.BytesPerSec()), Percent(c.BytesPerSec(), d.BytesPerSec()),
-					Rate(c.ChunksPerSec()), Millis(c.Latency.P50), Millis(c.Latency.P99), rssNote(c.Server))
-				r.Cells = append(r.Cells, c)
-				if room := cfg.MissingHashes - len(stored); room > 0 {
-					stored = append(stored, hashes[:min(room, len(hashes))]...)
+				d = d.Merge(again)
+				if pk != nil {
+					*pk = pk.Merge(*pagain)
 				}
 			}
-			// Once more after the cells: the disk's speed drifts on shared
-			// machines, and pooling a run on each side of the cells
-			// compares them with the disk as it was meanwhile.
-			again, err := DiskBaseline(ctx, cfg.WorkDir, size, agents, cfg.Duration, cfg.MaxBytes)
-			if err != nil {
+			r.Disk = append(r.Disk, d)
+			if pk != nil {
+				r.Pack = append(r.Pack, *pk)
+			}
+		}
+	}
+	// The batch cells come after every PUT cell: their request bodies (up
+	// to 16 MiB each) raise the server's RSS, which the Go runtime returns
+	// to the system only over minutes and would otherwise be charged to
+	// the PUT cells after them. They are bracketed by the pack-append
+	// baseline batched alike, their ceiling, and compared with the other
+	// baselines of their size as measured above.
+	for _, size := range cfg.allSizes() {
+		if !slices.Contains(cfg.BatchSizes, size) {
+			continue
+		}
+		for _, agents := range cfg.Agents {
+			if err := batchCell(ctx, cfg, client, r, size, agents, p); err != nil {
 				return nil, err
 			}
-			d = d.Merge(again)
-			p.printf("raw disk %s × %d agents, again: %s files/s; pooled %s MB/s, %s files/s", FormatSize(size), agents,
-				Rate(again.FilesPerSec()), MBps(d.BytesPerSec()), Rate(d.FilesPerSec()))
-			r.Disk = append(r.Disk, d)
 		}
 	}
 	if err := pgBaselines(ctx, cfg, r, p); err != nil {
@@ -261,6 +340,79 @@ func pgBaselines(ctx context.Context, cfg Config, r *Report, p *progress) error 
 		}
 	}
 	return nil
+}
+
+// batchCell runs the batch cell of one size and concurrency between two
+// runs of the pack-append baseline batched alike, and adds them to r.
+func batchCell(ctx context.Context, cfg Config, client *Client, r *Report, size int64, agents int, p *progress) error {
+	frames := BatchFrames(size, cfg.BatchFrames)
+	before, err := batchedPackBaseline(ctx, cfg, size, agents, frames, p, "")
+	if err != nil {
+		return err
+	}
+	spec := BatchSpec{Size: size, Agents: agents, Frames: frames, Duration: cfg.Duration, MaxBytes: cfg.MaxBytes}
+	c, err := RunBatchCell(ctx, client, spec)
+	if err != nil {
+		return err
+	}
+	vsDisk := "n/a"
+	if d, ok := r.disk(size, agents); ok {
+		vsDisk = Times(c.ChunksPerSec(), d.FilesPerSec())
+	}
+	var pk *PackResult
+	if x, ok := r.pack(size, agents); ok {
+		pk = &x
+	}
+	p.printf("vault batch %s × %d agents, %d per request: %s MB/s, %s chunks/s (%s raw-disk files/s%s, %s of pack-append batched alike), p50 %s ms per request%s",
+		FormatSize(size), agents, c.Frames, MBps(c.BytesPerSec()), Rate(c.ChunksPerSec()), vsDisk,
+		packShare(size, c.ChunksPerSec(), pk), Percent(c.ChunksPerSec(), before.RecordsPerSec()), Millis(c.Latency.P50), rssNote(c.Server))
+	after, err := batchedPackBaseline(ctx, cfg, size, agents, frames, p, ", again")
+	if err != nil {
+		return err
+	}
+	r.Pack = append(r.Pack, before.Merge(after))
+	r.Batch = append(r.Batch, c)
+	return nil
+}
+
+// diskBaselines runs the raw-disk baseline and, for sizes a pack can hold,
+// the pack-append baseline (for packTime) at one size and concurrency.
+func diskBaselines(ctx context.Context, cfg Config, size int64, agents int, packTime time.Duration, p *progress, again string) (DiskResult, *PackResult, error) {
+	d, err := DiskBaseline(ctx, cfg.WorkDir, size, agents, cfg.Duration, cfg.MaxBytes)
+	if err != nil {
+		return DiskResult{}, nil, err
+	}
+	p.printf("raw disk %s × %d agents%s: %s MB/s, %s files/s", FormatSize(size), agents, again, MBps(d.BytesPerSec()), Rate(d.FilesPerSec()))
+	if size > pack.MaxRecord {
+		return d, nil, nil
+	}
+	pk, err := PackBaseline(ctx, cfg.WorkDir, size, agents, 1, packTime, cfg.MaxBytes)
+	if err != nil {
+		return DiskResult{}, nil, err
+	}
+	p.printf("pack-append %s × %d agents%s: %s MB/s, %s records/s (%s per fsync; %s per-file files/s)", FormatSize(size), agents, again,
+		MBps(pk.BytesPerSec()), Rate(pk.RecordsPerSec()), Rate(pk.RecordsPerGroup()), Times(pk.RecordsPerSec(), d.FilesPerSec()))
+	return d, &pk, nil
+}
+
+// batchedPackBaseline runs the pack-append baseline with frames records in
+// flight per agent, for half the time cap.
+func batchedPackBaseline(ctx context.Context, cfg Config, size int64, agents, frames int, p *progress, again string) (PackResult, error) {
+	pk, err := PackBaseline(ctx, cfg.WorkDir, size, agents, frames, cfg.Duration/2, cfg.MaxBytes)
+	if err != nil {
+		return PackResult{}, err
+	}
+	p.printf("pack-append %s × %d agents, %d records per hand-over%s: %s MB/s, %s records/s (%s per fsync)", FormatSize(size), agents, frames, again,
+		MBps(pk.BytesPerSec()), Rate(pk.RecordsPerSec()), Rate(pk.RecordsPerGroup()))
+	return pk, nil
+}
+
+// packShare is ", x% of pack-append" for a packed size, when measured.
+func packShare(size int64, chunksPerSec float64, pk *PackResult) string {
+	if pk == nil || size > store.DefaultPackThreshold {
+		return ""
+	}
+	return ", " + Percent(chunksPerSec, pk.RecordsPerSec()) + " of pack-append"
 }
 
 func rssNote(u *ProcUsage) string {
