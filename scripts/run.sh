@@ -12,8 +12,16 @@ if [ -z "${VAULT_DATABASE_URL:-}" ]; then
 fi
 export VAULT_DATABASE_URL
 
+# Three dev admins with personal keys (never do this for a real vault: each
+# admin makes their own key with `vault admin keygen` on their own machine).
+admins="$top/.devdb/admins"
 if [ ! -f "$VAULT_DATA_DIR/vault.json" ]; then
-  "$vault" init --data-dir "$VAULT_DATA_DIR"
+  mkdir -p "$admins"
+  for a in alice bob carol; do
+    [ -f "$admins/$a.key" ] || "$vault" admin keygen --out "$admins/$a.key" >/dev/null 2>&1
+  done
+  "$vault" init --data-dir "$VAULT_DATA_DIR" --dev --deletion-delay 1m --governance-delay 2m \
+    --admin alice="$admins/alice.key.pub" --admin bob="$admins/bob.key.pub" --admin carol="$admins/carol.key.pub"
 fi
 "$vault" migrate >/dev/null 2>&1 || "$vault" migrate
 
@@ -29,6 +37,9 @@ Tokens (valid 24h). In another terminal, paste:
   export AGENT=$(issue agent demo-agent)
   export READER=$(issue reader demo-reader)
   export AUDITOR=$(issue auditor demo-auditor)
+
+Dev admins (personal signing keys; init enrolled them): $admins/{alice,bob,carol}.key
+  sign with: bin/vault admin deletions approve ID --key $admins/bob.key
 
 More tokens: bin/vault token issue --data-dir $VAULT_DATA_DIR --role agent|reader|auditor|admin --subject NAME --ttl 24h
 

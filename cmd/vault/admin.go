@@ -19,17 +19,25 @@ import (
 
 const adminUsage = `usage: vault admin <command>
 
-  deletions request --chunks H,H | --snapshots ID,ID | --expired-before DATE [--source S] | --hold ID  --reason TEXT
-  deletions approve ID        approve a request (not your own; once per admin)
-  deletions cancel ID --reason TEXT
+  keygen --out FILE           make your personal admin key (raw Ed25519); prints the public key
+  deletions request --chunks H,H | --snapshots ID,ID | --expired-before DATE [--source S] | --hold ID  --reason TEXT  SIGN
+  deletions approve ID SIGN   approve a request (not your own; once per admin)
+  deletions cancel ID --reason TEXT SIGN
   deletions list [--state S]  requests, newest first
   deletions show ID           targets, approvals, time left, outcome
+  admins show                 the admin set and its policy
+  admins change --add NAME=PUBFILE | --remove NAME | --rotate NAME=PUBFILE |
+                --policy APPROVALS,DELAY,GOV_APPROVALS,GOV_DELAY  --reason TEXT SIGN
+                              request an admin-set change (governance quorum and delay)
   execute-due                 run the executor now (approved requests whose delay has passed)
 
-Set VAULT_URL and VAULT_TOKEN (an admin token).
+SIGN is --key FILE (from keygen) or --ssh-key FILE (ssh-ed25519, via ssh-keygen -Y sign),
+plus --yes to sign without confirming. The statement is shown before signing.
+Set VAULT_URL and VAULT_TOKEN (an admin token): the token authenticates the call;
+only your key's signature counts as your approval.
 `
 
-func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, adminUsage)
 		return errors.New("admin: want a command")
@@ -42,23 +50,33 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		switch args[1] {
 		case "request":
-			return runDeletionRequest(ctx, args[2:], getenv, stdout, stderr)
+			return runDeletionRequest(ctx, args[2:], getenv, stdin, stdout, stderr)
 		case "approve", "cancel", "show":
-			return runDeletionAction(ctx, args[1], args[2:], getenv, stdout, stderr)
+			return runDeletionAction(ctx, args[1], args[2:], getenv, stdin, stdout, stderr)
 		case "list":
 			return runDeletionList(ctx, args[2:], getenv, stdout, stderr)
 		}
 	case "execute-due":
 		return runExecuteDue(ctx, args[1:], getenv, stdout, stderr)
+	case "keygen":
+		return runKeygen(args[1:], stdout, stderr)
+	case "admins":
+		if len(args) >= 2 && args[1] == "show" {
+			return runAdminsShow(ctx, args[2:], getenv, stdout, stderr)
+		}
+		if len(args) >= 2 && args[1] == "change" {
+			return runAdminsChange(ctx, args[2:], getenv, stdin, stdout, stderr)
+		}
 	}
 	fmt.Fprint(stderr, adminUsage)
 	return fmt.Errorf("admin: unknown command %q", strings.Join(args, " "))
 }
 
-func runDeletionRequest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runDeletionRequest(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("admin deletions request", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f := addAPIFlags(fs, getenv)
+	sf := addSignFlags(fs, getenv)
 	chunks := fs.String("chunks", "", "comma-separated chunk hashes")
 	snapshots := fs.String("snapshots", "", "comma-separated snapshot ids")
 	expired := fs.String("expired-before", "", "everything whose retention ended before this date (YYYY-MM-DD or RFC 3339)")
@@ -99,19 +117,41 @@ func runDeletionRequest(ctx context.Context, args []string, getenv func(string) 
 	if strings.TrimSpace(*reason) == "" {
 		return errors.New("admin deletions request: --reason is required")
 	}
+	return requestSigned(ctx, "admin deletions request", req, f, sf, getenv, stdin, stdout)
+}
+
+// requestSigned makes a request and signs its request statement: until
+// it is signed, it takes no approvals.
+func requestSigned(ctx context.Context, cmd string, req client.DeletionRequest, f *apiFlags, sf *signFlags,
+	getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
+	if err := sf.check(cmd); err != nil {
+		return err
+	}
 	c, err := f.client(getenv)
 	if err != nil {
 		return err
 	}
 	d, err := c.RequestDeletion(ctx, req)
 	if err != nil {
-		return adminErr("admin deletions request", err)
+		return adminErr(cmd, err)
+	}
+	out := stdout
+	if f.json {
+		out = io.Discard
+	}
+	printDeletion(out, d, time.Now())
+	sig, err := signAction(ctx, c, sf, d, "request", "", stdin, out)
+	if err != nil {
+		return fmt.Errorf("%s: request %d made but not signed (it takes no approvals and will expire): %w", cmd, d.ID, err)
+	}
+	signed, err := c.SignDeletion(ctx, d.ID, sig)
+	if err != nil {
+		return adminErr(cmd, err)
 	}
 	if f.json {
-		return writeJSONValue(stdout, d)
+		return writeJSONValue(stdout, signed)
 	}
-	printDeletion(stdout, d, time.Now())
-	fmt.Fprintf(stdout, "\nOther admins approve it with: vault admin deletions approve %d\n", d.ID)
+	fmt.Fprintf(stdout, "\nRequest %d signed by %s. Other admins approve it with:\n  vault admin deletions approve %d --key FILE | --ssh-key FILE\n", d.ID, sig.Signer, d.ID)
 	return nil
 }
 
@@ -125,10 +165,11 @@ func splitList(s string) []string {
 	return out
 }
 
-func runDeletionAction(ctx context.Context, action string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runDeletionAction(ctx context.Context, action string, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("admin deletions "+action, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f := addAPIFlags(fs, getenv)
+	sf := addSignFlags(fs, getenv)
 	reason := fs.String("reason", "", "why (required to cancel)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -145,25 +186,43 @@ func runDeletionAction(ctx context.Context, action string, args []string, getenv
 	if action == "cancel" && strings.TrimSpace(*reason) == "" {
 		return fmt.Errorf("%s: --reason is required", cmd)
 	}
+	if action != "show" {
+		if err := sf.check(cmd); err != nil {
+			return err
+		}
+	}
 	c, err := f.client(getenv)
 	if err != nil {
 		return err
 	}
-	var d client.Deletion
-	switch action {
-	case "approve":
-		// Show what is being approved first: approvers approve exactly
-		// the frozen targets and their digest.
-		if d, err = c.GetDeletion(ctx, id); err == nil {
-			d, err = c.ApproveDeletion(ctx, id)
-		}
-	case "cancel":
-		d, err = c.CancelDeletion(ctx, id, *reason)
-	default:
-		d, err = c.GetDeletion(ctx, id)
-	}
+	d, err := c.GetDeletion(ctx, id)
 	if err != nil {
 		return adminErr(cmd, err)
+	}
+	if action != "show" {
+		// Show what is being signed first: approvers approve exactly the
+		// frozen targets and their digest.
+		out := stdout
+		if f.json {
+			out = io.Discard
+		}
+		printDeletion(out, d, time.Now())
+		action := map[string]string{"approve": "approve", "cancel": "cancel"}[action]
+		sig, err := signAction(ctx, c, sf, d, action, *reason, stdin, out)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		if action == "approve" {
+			d, err = c.ApproveDeletion(ctx, id, sig)
+		} else {
+			d, err = c.CancelDeletion(ctx, id, sig)
+		}
+		if err != nil {
+			return adminErr(cmd, err)
+		}
+		if !f.json {
+			fmt.Fprintln(stdout)
+		}
 	}
 	if f.json {
 		return writeJSONValue(stdout, d)
@@ -223,6 +282,14 @@ func printDeletion(w io.Writer, d client.Deletion, now time.Time) {
 	var who []string
 	for _, a := range d.Approvals {
 		who = append(who, a.Approver)
+	}
+	if d.RequestedByAdmin != nil {
+		fmt.Fprintf(tw, "Signed by\t%s (admin set %d)\n", *d.RequestedByAdmin, *d.AdminSetVersion)
+	} else if d.State == "requested" {
+		fmt.Fprintf(tw, "Signed by\tnobody yet: no approvals count until the requester signs\n")
+	}
+	if d.Refusal != nil {
+		fmt.Fprintf(tw, "Refused\t%s\n", *d.Refusal)
 	}
 	fmt.Fprintf(tw, "Approvals\t%d of %d %s\n", len(d.Approvals), d.ApprovalsRequired, orDash(strings.Join(who, ", ")))
 	fmt.Fprintf(tw, "Delay\t%s after the quorum\n", d.Delay)
@@ -287,6 +354,94 @@ func adminErr(cmd string, err error) error {
 		return fmt.Errorf("%s: %w (this needs an admin token)", cmd, err)
 	case client.IsCode(err, "self_approval"):
 		return fmt.Errorf("%s: %w (another admin must approve)", cmd, err)
+	case client.IsCode(err, "bad_signature"):
+		return fmt.Errorf("%s: %w (sign with your own admin key, as enrolled in the admin set)", cmd, err)
 	}
 	return cliErr(cmd, err)
+}
+
+func runAdminsShow(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("admin admins show", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := addAPIFlags(fs, getenv)
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	c, err := f.client(getenv)
+	if err != nil {
+		return err
+	}
+	set, err := c.AdminSet(ctx)
+	if err != nil {
+		return adminErr("admin admins show", err)
+	}
+	if f.json {
+		return writeJSONValue(stdout, set)
+	}
+	p := set.Policy
+	fmt.Fprintf(stdout, "Admin set version %d: deletions need %d approvals and wait %s; admin-set changes need %d and wait %s\n",
+		set.Version, p.ApprovalsRequired, p.Delay, p.GovernanceApprovals, p.GovernanceDelay)
+	tw := newTable(stdout)
+	fmt.Fprintln(tw, "NAME\tKIND\tFINGERPRINT\tADDED")
+	for _, a := range set.Admins {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Name, a.Kind, a.Fingerprint, fmtTime(a.AddedAt))
+	}
+	return tw.Flush()
+}
+
+func runAdminsChange(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	const cmd = "admin admins change"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := addAPIFlags(fs, getenv)
+	sf := addSignFlags(fs, getenv)
+	add := fs.String("add", "", "add an admin: NAME=PUBKEYFILE")
+	remove := fs.String("remove", "", "remove an admin: NAME")
+	rotate := fs.String("rotate", "", "replace an admin's key: NAME=PUBKEYFILE")
+	policy := fs.String("policy", "", "set the policy: APPROVALS,DELAY,GOVERNANCE_APPROVALS,GOVERNANCE_DELAY (e.g. 2,72h,3,168h)")
+	reason := fs.String("reason", "", "why (required)")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	var ch client.AdminChange
+	n := 0
+	for _, kv := range []struct{ op, v string }{{"add", *add}, {"rotate", *rotate}} {
+		if kv.v == "" {
+			continue
+		}
+		name, file, ok := strings.Cut(kv.v, "=")
+		if !ok {
+			return fmt.Errorf("%s: --%s wants NAME=PUBKEYFILE", cmd, kv.op)
+		}
+		k, err := readAdminKey(file)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		ch, n = client.AdminChange{Op: kv.op, Admin: name, Key: k.String()}, n+1
+	}
+	if *remove != "" {
+		ch, n = client.AdminChange{Op: "remove", Admin: *remove}, n+1
+	}
+	if *policy != "" {
+		var p client.AdminChange
+		parts := strings.Split(*policy, ",")
+		if len(parts) != 4 {
+			return fmt.Errorf("%s: --policy wants APPROVALS,DELAY,GOVERNANCE_APPROVALS,GOVERNANCE_DELAY", cmd)
+		}
+		var err1, err2 error
+		p.ApprovalsRequired, err1 = strconv.Atoi(parts[0])
+		p.GovernanceApprovals, err2 = strconv.Atoi(parts[2])
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("%s: --policy: approvals are numbers", cmd)
+		}
+		p.Op, p.Delay, p.GovernanceDelay = "policy", parts[1], parts[3]
+		ch, n = p, n+1
+	}
+	if n != 1 {
+		return fmt.Errorf("%s: give exactly one of --add, --remove, --rotate, --policy", cmd)
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return fmt.Errorf("%s: --reason is required", cmd)
+	}
+	return requestSigned(ctx, cmd, client.DeletionRequest{Kind: "admin_set", Change: &ch, Reason: *reason}, f, sf, getenv, stdin, stdout)
 }

@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"log/slog"
 	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +35,32 @@ func TestAdminDeletionCommands(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	st := store.New(pool, blobs, clk, log, nil, store.Options{
 		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil },
+		VaultID:      "cli-test",
 	})
+	// Three admins with personal keys: alice and carol raw keys from
+	// `vault admin keygen`, bob an SSH key signing through ssh-keygen.
+	dir := t.TempDir()
+	for _, name := range []string{"alice", "carol"} {
+		if r := runCLI(t, nil, nil, "admin", "keygen", "--out", filepath.Join(dir, name+".key")); r.err != nil ||
+			!strings.HasPrefix(r.stdout, "wormvault-ed25519 ") {
+			t.Fatalf("keygen: %v %s", r.err, r.stdout)
+		}
+	}
+	bobKey := mustSSHKey(t, dir, "bob", "ed25519")
+	g := store.Genesis{Policy: store.Policy{ApprovalsRequired: 2, Delay: store.Duration(store.DefaultDeletionDelay),
+		GovernanceApprovals: 2, GovernanceDelay: store.Duration(7 * 24 * time.Hour)}}
+	for name, pub := range map[string]string{"alice": filepath.Join(dir, "alice.key.pub"), "bob": bobKey + ".pub", "carol": filepath.Join(dir, "carol.key.pub")} {
+		k, err := readAdminKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Admins = append(g.Admins, store.Admin{Name: name, Key: k})
+	}
+	if err := st.SeedAdminSet(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	rawKey := func(name string) []string { return []string{"--key", filepath.Join(dir, name+".key"), "--yes"} }
+	sshKey := []string{"--ssh-key", bobKey, "--yes"}
 	key, _ := auth.GenerateKey()
 	srv := httptest.NewServer(api.NewHandler(api.Options{Store: st,
 		Verifier: auth.NewVerifier(key.Public().(ed25519.PublicKey), "cli-test", st, clk), Log: log}))
@@ -64,31 +91,48 @@ func TestAdminDeletionCommands(t *testing.T) {
 		{"admin", "deletions", "request", "--reason", "x"},                                        // no target
 		{"admin", "deletions", "request", "--chunks", h.String(), "--hold", "1", "--reason", "x"}, // two targets
 		{"admin", "deletions", "approve", "x"},
-		{"admin", "deletions", "cancel", "1"}, // no reason
+		{"admin", "deletions", "cancel", "1", "--key", "x"}, // no reason
 		{"admin", "bogus"},
 	} {
 		if r := run(alice, args...); r.err == nil {
 			t.Errorf("vault %s succeeded", strings.Join(args, " "))
 		}
 	}
-	if r := run(token(auth.RoleAuditor, "audrey"), "admin", "deletions", "request", "--chunks", h.String(), "--reason", "x"); r.err == nil ||
+	if r := run(token(auth.RoleAuditor, "audrey"), "admin", "deletions", "request", "--chunks", h.String(), "--reason", "x", "--key", filepath.Join(dir, "alice.key"), "--yes"); r.err == nil ||
 		!strings.Contains(r.err.Error(), "admin token") {
 		t.Errorf("auditor request: %v, want a forbidden error naming the admin token", r.err)
 	}
 
-	r := run(alice, "admin", "deletions", "request", "--chunks", h.String(), "--reason", "clean-up")
-	if r.err != nil || !strings.Contains(r.stdout, "State      requested") || !strings.Contains(r.stdout, "chunk: "+h.String()) {
+	if r := run(alice, "admin", "deletions", "approve", "1"); r.err == nil || !strings.Contains(r.err.Error(), "--key or --ssh-key") {
+		t.Errorf("approve without a key: %v", r.err)
+	}
+	r := run(alice, append([]string{"admin", "deletions", "request", "--chunks", h.String(), "--reason", "clean-up"}, rawKey("alice")...)...)
+	if r.err != nil || !strings.Contains(r.stdout, "State      requested") || !strings.Contains(r.stdout, "chunk: "+h.String()) ||
+		!strings.Contains(r.stdout, "type: deletion-request") || !strings.Contains(r.stdout, "signed by alice") {
 		t.Fatalf("request: %v\n%s", r.err, r.stdout)
 	}
-	if r := run(alice, "admin", "deletions", "approve", "1"); r.err == nil || !strings.Contains(r.err.Error(), "another admin must approve") {
+	if r := run(alice, append([]string{"admin", "deletions", "approve", "1"}, rawKey("alice")...)...); r.err == nil || !strings.Contains(r.err.Error(), "another admin must approve") {
 		t.Errorf("self-approval: %v", r.err)
 	}
-	if r := run(bob, "admin", "deletions", "approve", "1"); r.err != nil {
-		t.Fatal(r.err)
+	// Without --yes and not on a terminal, nothing is signed.
+	if r := run(bob, "admin", "deletions", "approve", "1", "--ssh-key", bobKey); r.err == nil || !strings.Contains(r.err.Error(), "--yes") {
+		t.Errorf("unconfirmed approval: %v", r.err)
 	}
-	r = run(carol, "admin", "deletions", "approve", "1")
+	if r := run(bob, append([]string{"admin", "deletions", "approve", "1"}, sshKey...)...); r.err != nil ||
+		!strings.Contains(r.stdout, "type: deletion-approval") || !strings.Contains(r.stdout, "signer: bob") {
+		t.Fatalf("approve with ssh-keygen: %v\n%s", r.err, r.stdout)
+	}
+	// carol's token with alice's key: the key decides who approves, and
+	// alice requested it.
+	if r := run(carol, append([]string{"admin", "deletions", "approve", "1"}, rawKey("alice")...)...); r.err == nil {
+		t.Error("approval with the requester's key accepted")
+	}
+	r = run(carol, append([]string{"admin", "deletions", "approve", "1"}, rawKey("carol")...)...)
 	if r.err != nil || !strings.Contains(r.stdout, "State      scheduled") {
 		t.Fatalf("quorum: %v\n%s", r.err, r.stdout)
+	}
+	if r := run(bob, "admin", "admins", "show"); r.err != nil || !strings.Contains(r.stdout, "bob") || !strings.Contains(r.stdout, "SHA256:") {
+		t.Errorf("admins show: %v\n%s", r.err, r.stdout)
 	}
 	r = run(bob, "admin", "deletions", "list", "--state", "scheduled")
 	if r.err != nil || len(table(t, r.stdout, "ID")) != 1 {
@@ -105,7 +149,22 @@ func TestAdminDeletionCommands(t *testing.T) {
 	if _, err := st.Stat(ctx, h); err == nil {
 		t.Error("chunk still stored after execution")
 	}
-	if r := run(carol, "admin", "deletions", "cancel", "1", "--reason", "late"); r.err == nil {
+	if r := run(carol, append([]string{"admin", "deletions", "cancel", "1", "--reason", "late"}, rawKey("carol")...)...); r.err == nil {
 		t.Error("cancel after execution succeeded")
 	}
+}
+
+// mustSSHKey makes an OpenSSH key pair with ssh-keygen and returns the
+// private key's path.
+func mustSSHKey(t testing.TB, dir, name, typ string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	args := []string{"-q", "-t", typ, "-N", "", "-C", name, "-f", path}
+	if typ == "rsa" {
+		args = append(args, "-b", "2048")
+	}
+	if out, err := exec.Command("ssh-keygen", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	return path
 }

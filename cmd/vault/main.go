@@ -34,12 +34,15 @@ commands:
   serve    run the vault server (migrates the database first)
   migrate  apply database migrations and exit
   token    issue or revoke access tokens
-  admin    deletions: request, approve, cancel, list, show; execute-due
+  admin    keygen; deletions: request, approve, cancel, list, show; admins; execute-due
   hash     print the BLAKE3 address of files (the name to PUT a chunk under)
   retention retention summary and what expires before a date (auditor, over HTTP)
   snapshots list and show snapshots (over HTTP)
   holds    list and show legal holds (over HTTP)
+  restic   restic repositories and their retention (over HTTP; restic itself uses /restic/REPO/)
   bench    measure ingest against the machine's limits (disk, BLAKE3, PostgreSQL)
+  push     back up files and directories, or standard input (agent token)
+  restore  restore a snapshot into a directory, or one file to stdout (reader token)
   version  print the version
 
 Run 'vault <command> -h' for a command's flags.
@@ -65,15 +68,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case "hash":
 		return runHash(rest, stdin, stdout)
 	case "admin":
-		return runAdmin(ctx, rest, getenv, stdout, stderr)
+		return runAdmin(ctx, rest, getenv, stdin, stdout, stderr)
 	case "retention":
 		return runRetention(ctx, rest, getenv, stdout, stderr)
 	case "snapshots":
 		return runSnapshots(ctx, rest, getenv, stdout, stderr)
 	case "holds":
 		return runHolds(ctx, rest, getenv, stdout, stderr)
+	case "restic":
+		return runRestic(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
+	case "push":
+		return runPush(ctx, rest, getenv, stdin, stdout, stderr)
+	case "restore":
+		return runRestore(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "vault", version())
 		return nil

@@ -83,11 +83,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Delay:             cfg.DeletionDelay,
 			Expiry:            cfg.RequestExpiry,
 		},
-		Notify: notifyFn,
+		Notify:  notifyFn,
+		VaultID: v.ID,
 	})
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.
 	defer st.Close()
+
+	if err := seedAdmins(ctx, st, cfg.DataDir, log); err != nil {
+		return err
+	}
 
 	// Reconcile before taking uploads: a crash may have left temp files, or
 	// content whose row never committed.
@@ -103,9 +108,15 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Error("DATA LOSS: indexed chunks have no content on disk", "count", rep.Missing, "first", rep.MissingList)
 	}
 
+	verifier := auth.NewVerifier(key.Public().(ed25519.PublicKey), v.ID, st, clk)
+	for _, rk := range v.RetiredKeys {
+		if err := verifier.AddRetiredKey(rk.PublicKey, rk.NotAfter); err != nil {
+			return fmt.Errorf("serve: retired key %s: %w", rk.KID, err)
+		}
+	}
 	handler := api.NewHandler(api.Options{
 		Store:    st,
-		Verifier: auth.NewVerifier(key.Public().(ed25519.PublicKey), v.ID, st, clk),
+		Verifier: verifier,
 		Log:      log,
 		Registry: reg,
 	})

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/wormvault/wormvault/internal/auth"
@@ -23,6 +26,8 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		return runTokenIssue(args[1:], getenv, stdout, stderr)
 	case "revoke":
 		return runTokenRevoke(ctx, args[1:], getenv, stdout, stderr)
+	case "rotate-key":
+		return runTokenRotateKey(args[1:], getenv, stdout, stderr)
 	}
 	return fmt.Errorf("token: unknown subcommand %q", args[0])
 }
@@ -91,5 +96,64 @@ func runTokenRevoke(ctx context.Context, args []string, getenv func(string) stri
 		return fmt.Errorf("token revoke: %w", err)
 	}
 	fmt.Fprintf(stdout, "revoked token %s\n", fs.Arg(0))
+	return nil
+}
+
+// runTokenRotateKey replaces the token-signing key. The old key's public
+// half is kept in vault.json and still verifies the tokens it issued until
+// the longest of them can have expired; its private half is destroyed, so
+// no new token can be made with it. The server picks the change up at its
+// next start.
+func runTokenRotateKey(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token rotate-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("data-dir", getenv("VAULT_DATA_DIR"), "vault data directory (VAULT_DATA_DIR)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return errors.New("token rotate-key: --data-dir is required")
+	}
+	v, err := config.ReadVault(*dir)
+	if err != nil {
+		return err
+	}
+	path := v.SigningKeyPath(*dir)
+	old, err := auth.ReadKeyFile(path)
+	if err != nil {
+		return err
+	}
+	key, err := auth.GenerateKey()
+	if err != nil {
+		return err
+	}
+	// 1. The new key under a temporary name. 2. The old public key listed
+	// as retired (a crash here leaves it both current and retired:
+	// harmless). 3. The new key renamed over the old one.
+	tmp := path + ".new"
+	os.Remove(tmp)
+	if err := auth.WriteKeyFile(tmp, key); err != nil {
+		return fmt.Errorf("token rotate-key: %w", err)
+	}
+	now := time.Now().UTC()
+	oldPub := old.Public().(ed25519.PublicKey)
+	v.RetiredKeys = append(v.RetiredKeys, config.RetiredKey{
+		KID: auth.KeyID(oldPub), PublicKey: oldPub, RetiredAt: now, NotAfter: now.Add(auth.MaxTTL + time.Hour),
+	})
+	if err := config.UpdateVault(*dir, v); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("token rotate-key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("token rotate-key: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	newPub := key.Public().(ed25519.PublicKey)
+	fmt.Fprintf(stdout, "rotated the token-signing key: new key id %s; tokens of key %s stay valid until they expire (at the latest %s)\n",
+		auth.KeyID(newPub), auth.KeyID(oldPub), now.Add(auth.MaxTTL).Format(time.RFC3339))
+	fmt.Fprintln(stdout, "restart the server to use the new key; revoke old tokens with 'vault token revoke' if the old key was compromised")
 	return nil
 }

@@ -1,11 +1,15 @@
 package api
 
 import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/wormvault/wormvault/internal/approval"
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/store"
@@ -33,6 +37,54 @@ type deletionJSON struct {
 		Deleted int64            `json:"deleted"`
 		Skipped map[string]int64 `json:"skipped"`
 	} `json:"report"`
+}
+
+// adminKeys are the seeded admins' raw private keys, by name.
+type adminKeys map[string]ed25519.PrivateKey
+
+// seedAdmins enrols alice, bob, carol, dave and erin with raw keys:
+// deletions need 2 approvals and the store's default delay.
+func (ts *testServer) seedAdmins(t testing.TB) adminKeys {
+	t.Helper()
+	keys := adminKeys{}
+	g := store.Genesis{Policy: store.Policy{ApprovalsRequired: 2, Delay: store.Duration(store.DefaultDeletionDelay),
+		GovernanceApprovals: 3, GovernanceDelay: store.Duration(7 * 24 * time.Hour)}}
+	for _, name := range []string{"alice", "bob", "carol", "dave", "erin"} {
+		priv, pub, err := approval.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[name] = priv
+		g.Admins = append(g.Admins, store.Admin{Name: name, Key: pub})
+	}
+	if err := ts.store.SeedAdminSet(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// signed fetches the statement for action on id as signer, signs it with
+// key and posts it (the CLI's steps). reason is for cancels.
+func (ts *testServer) signed(t testing.TB, token string, id int64, action, signer string, key ed25519.PrivateKey, reason string) response {
+	t.Helper()
+	resp := ts.do(t, http.MethodGet, deletionPath(id, "statement")+"?action="+action+"&signer="+signer, token, nil, nil)
+	if resp.StatusCode != http.StatusOK {
+		return resp
+	}
+	path := map[string]string{"request": "sign", "approve": "approve", "cancel": "cancel"}[action]
+	return ts.postJSON(t, deletionPath(id, path), token, map[string]string{
+		"signer": signer, "format": "raw", "signature": base64.StdEncoding.EncodeToString(ed25519.Sign(key, resp.body)),
+		"reason": reason,
+	})
+}
+
+// requestDeletion requests and signs, as the token's subject (an admin
+// name) with keys[subject].
+func (ts *testServer) requestSigned(t testing.TB, keys adminKeys, subject string, hs ...chunk.Hash) deletionJSON {
+	t.Helper()
+	d := ts.requestDeletion(t, ts.admin(t, subject), hs...)
+	ts.signed(t, ts.admin(t, subject), d.ID, "request", subject, keys[subject], "").mustStatus(t, http.StatusOK)
+	return d
 }
 
 func (ts *testServer) requestDeletion(t testing.TB, token string, hs ...chunk.Hash) deletionJSON {
@@ -75,6 +127,7 @@ func TestDeletionOverHTTP(t *testing.T) {
 		t.Fatalf("retain: %d", resp.StatusCode)
 	}
 
+	keys := ts.seedAdmins(t)
 	alice, bob, carol := ts.admin(t, "alice"), ts.admin(t, "bob"), ts.admin(t, "carol")
 	bob2 := ts.admin(t, "bob") // the same person with another token
 
@@ -88,27 +141,34 @@ func TestDeletionOverHTTP(t *testing.T) {
 	wantError(t, ts.postJSON(t, "/v1/deletions", alice, map[string]any{"kind": "chunks", "chunks": []string{"nothex"}, "reason": "x"}),
 		http.StatusBadRequest, "invalid")
 
-	d := ts.requestDeletion(t, alice, h, keptH)
+	d := ts.requestSigned(t, keys, "alice", h, keptH)
 	if d.State != "requested" || len(d.Digest) != 64 {
 		t.Fatalf("request = %+v", d)
 	}
-	approve := func(token string) response {
-		return ts.do(t, http.MethodPost, deletionPath(d.ID, "approve"), token, nil, nil)
+	approve := func(token, signer string) response {
+		return ts.signed(t, token, d.ID, "approve", signer, keys[signer], "")
 	}
-	wantError(t, approve(alice), http.StatusForbidden, "self_approval")
+	wantError(t, approve(alice, "alice"), http.StatusForbidden, "self_approval")
 	for _, role := range []auth.Role{auth.RoleAgent, auth.RoleReader, auth.RoleAuditor} {
-		wantError(t, approve(ts.token(t, role)), http.StatusForbidden, "forbidden")
+		wantError(t, approve(ts.token(t, role), "bob"), http.StatusForbidden, "forbidden")
 	}
-	if resp := approve(bob); resp.StatusCode != http.StatusOK {
+	// Malformed signed bodies.
+	wantError(t, ts.postJSON(t, deletionPath(d.ID, "approve"), bob, map[string]string{"signer": "bob", "format": "pgp", "signature": ""}),
+		http.StatusBadRequest, "invalid")
+	wantError(t, ts.postJSON(t, deletionPath(d.ID, "approve"), bob, map[string]string{"signer": "bob", "format": "raw", "signature": "%%%"}),
+		http.StatusBadRequest, "invalid")
+	wantError(t, ts.do(t, http.MethodGet, deletionPath(d.ID, "statement")+"?action=approve&signer=Bob%0A", bob, nil, nil),
+		http.StatusBadRequest, "invalid")
+	if resp := approve(bob, "bob"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("approve: %d %s", resp.StatusCode, resp.body)
 	}
-	wantError(t, approve(bob2), http.StatusConflict, "conflict")
+	wantError(t, approve(bob2, "bob"), http.StatusConflict, "conflict")
 	var got deletionJSON
 	decodeJSON(t, ts.do(t, http.MethodGet, deletionPath(d.ID, ""), ts.token(t, auth.RoleAuditor), nil, nil), &got)
 	if got.State != "requested" || len(got.Approvals) != 1 {
 		t.Fatalf("after bob twice: %+v, want one approval", got)
 	}
-	resp = approve(carol)
+	resp = approve(carol, "carol")
 	decodeJSON(t, resp, &got)
 	if got.State != "scheduled" || got.ExecutesAt == nil {
 		t.Fatalf("after quorum: %+v", got)
@@ -144,9 +204,8 @@ func TestDeletionOverHTTP(t *testing.T) {
 	}
 
 	// Too late to cancel, or to approve.
-	wantError(t, ts.postJSON(t, deletionPath(d.ID, "cancel"), ts.admin(t, "dave"), map[string]string{"reason": "stop"}),
-		http.StatusConflict, "conflict")
-	wantError(t, ts.do(t, http.MethodPost, deletionPath(d.ID, "approve"), ts.admin(t, "dave"), nil, nil), http.StatusConflict, "conflict")
+	wantError(t, ts.signed(t, ts.admin(t, "dave"), d.ID, "cancel", "dave", keys["dave"], "stop"), http.StatusConflict, "conflict")
+	wantError(t, approve(ts.admin(t, "dave"), "dave"), http.StatusConflict, "conflict")
 	wantError(t, ts.do(t, http.MethodGet, deletionPath(999, ""), ts.admin(t, "dave"), nil, nil), http.StatusNotFound, "not_found")
 	wantError(t, ts.do(t, http.MethodGet, "/v1/deletions/x", ts.admin(t, "dave"), nil, nil), http.StatusBadRequest, "invalid")
 }
@@ -158,16 +217,20 @@ func TestCancelOverHTTP(t *testing.T) {
 	body, h := randomChunk(t, 500)
 	ts.put(t, h, body, http.StatusCreated)
 	ts.clk.Advance(minRetention + time.Hour)
-	d := ts.requestDeletion(t, ts.admin(t, "alice"), h)
-	ts.do(t, http.MethodPost, deletionPath(d.ID, "approve"), ts.admin(t, "bob"), nil, nil).mustStatus(t, http.StatusOK)
-	ts.do(t, http.MethodPost, deletionPath(d.ID, "approve"), ts.admin(t, "carol"), nil, nil).mustStatus(t, http.StatusOK)
+	keys := ts.seedAdmins(t)
+	d := ts.requestSigned(t, keys, "alice", h)
+	ts.signed(t, ts.admin(t, "bob"), d.ID, "approve", "bob", keys["bob"], "").mustStatus(t, http.StatusOK)
+	ts.signed(t, ts.admin(t, "carol"), d.ID, "approve", "carol", keys["carol"], "").mustStatus(t, http.StatusOK)
 
 	wantError(t, ts.postJSON(t, deletionPath(d.ID, "cancel"), ts.token(t, auth.RoleAuditor), map[string]string{"reason": "x"}),
 		http.StatusForbidden, "forbidden")
-	wantError(t, ts.postJSON(t, deletionPath(d.ID, "cancel"), ts.admin(t, "mallory"), map[string]string{}),
-		http.StatusBadRequest, "invalid")
-	ts.postJSON(t, deletionPath(d.ID, "cancel"), ts.admin(t, "dave"), map[string]string{"reason": "not agreed"}).mustStatus(t, http.StatusOK)
-	wantError(t, ts.do(t, http.MethodPost, deletionPath(d.ID, "approve"), ts.admin(t, "erin"), nil, nil), http.StatusConflict, "conflict")
+	wantError(t, ts.signed(t, ts.admin(t, "dave"), d.ID, "cancel", "dave", keys["dave"], ""), http.StatusBadRequest, "invalid")
+	// A token alone cannot cancel either: a stolen token-signing key must
+	// not be able to freeze deletions anonymously.
+	wantError(t, ts.postJSON(t, deletionPath(d.ID, "cancel"), ts.admin(t, "mallory"),
+		map[string]string{"reason": "x", "signer": "dave", "format": "raw", "signature": ""}), http.StatusForbidden, "bad_signature")
+	ts.signed(t, ts.admin(t, "dave"), d.ID, "cancel", "dave", keys["dave"], "not agreed").mustStatus(t, http.StatusOK)
+	wantError(t, ts.signed(t, ts.admin(t, "erin"), d.ID, "approve", "erin", keys["erin"], ""), http.StatusConflict, "conflict")
 
 	ts.clk.Advance(store.DefaultDeletionDelay + time.Hour)
 	ts.do(t, http.MethodPost, "/v1/deletions/execute-due", ts.admin(t, "ops"), nil, nil).mustStatus(t, http.StatusOK)
@@ -186,5 +249,62 @@ func (r response) mustStatus(t testing.TB, want int) {
 	t.Helper()
 	if r.StatusCode != want {
 		t.Fatalf("%s %s: status %d, want %d; body %s", r.Request.Method, r.Request.URL, r.StatusCode, want, r.body)
+	}
+}
+
+// Acceptance 2: the token-signing key is stolen. The intruder mints three
+// admin tokens and tries everything a token can do; with no admin's
+// private key nothing is deleted, and the audit log shows every refused
+// attempt.
+func TestStolenSigningKeyCannotDelete(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	keys := ts.seedAdmins(t)
+	body, h := randomChunk(t, 500)
+	ts.put(t, h, body, http.StatusCreated)
+	ts.clk.Advance(minRetention + time.Hour)
+
+	// ts.issuer signs with the server's key: exactly what the intruder has.
+	forged := []string{ts.admin(t, "alice"), ts.admin(t, "bob"), ts.admin(t, "carol")}
+	_, intruder, _ := ed25519.GenerateKey(nil)
+	d := ts.requestDeletion(t, forged[0], h)
+	// Sign the request with the intruder's own key under alice's name.
+	wantError(t, ts.signed(t, forged[0], d.ID, "request", "alice", intruder, ""), http.StatusForbidden, "bad_signature")
+	for i, signer := range []string{"bob", "carol"} {
+		wantError(t, ts.signed(t, forged[i+1], d.ID, "approve", signer, intruder, ""), http.StatusConflict, "conflict") // unsigned request
+	}
+	// A request signed by a real admin (say alice was tricked into it) still
+	// needs two more real keys: forged approvals fail.
+	e := ts.requestSigned(t, keys, "alice", h)
+	for i, signer := range []string{"bob", "carol"} {
+		wantError(t, ts.signed(t, forged[i+1], e.ID, "approve", signer, intruder, ""), http.StatusForbidden, "bad_signature")
+		wantError(t, ts.postJSON(t, deletionPath(e.ID, "approve"), forged[i+1], map[string]string{"signer": signer, "format": "raw", "signature": ""}),
+			http.StatusForbidden, "bad_signature")
+		wantError(t, ts.postJSON(t, deletionPath(e.ID, "approve"), forged[i+1], map[string]string{"signer": "mallory", "format": "raw", "signature": "AAAA"}),
+			http.StatusForbidden, "bad_signature")
+	}
+	ts.clk.Advance(8 * 24 * time.Hour) // past the request expiry and any delay
+	forged = append(forged, ts.admin(t, "alice"))
+	ts.do(t, http.MethodPost, "/v1/deletions/execute-due", forged[3], nil, nil).mustStatus(t, http.StatusOK)
+	ts.do(t, http.MethodGet, chunkPath(h), ts.token(t, auth.RoleReader), nil, nil).mustStatus(t, http.StatusOK)
+	for _, id := range []int64{d.ID, e.ID} {
+		var got deletionJSON
+		decodeJSON(t, ts.do(t, http.MethodGet, deletionPath(id, ""), forged[3], nil, nil), &got)
+		if got.State != "expired" || len(got.Approvals) != 0 {
+			t.Errorf("request %d: %s with %d approvals, want expired with none", id, got.State, len(got.Approvals))
+		}
+	}
+	var audit struct {
+		Entries []struct {
+			Action string `json:"action"`
+		} `json:"entries"`
+	}
+	decodeJSON(t, ts.do(t, http.MethodGet, "/v1/audit", ts.token(t, auth.RoleAuditor), nil, nil), &audit)
+	refused := map[string]int{}
+	for _, e := range audit.Entries {
+		refused[e.Action]++
+	}
+	if refused["deletion.sign.refused"] != 1 || refused["deletion.approve.refused"] != 6 || refused["deletion.executed"] != 0 {
+		t.Errorf("audit actions %v: want 1 refused sign, 6 refused approvals, no execution", refused)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/restic"
 	"github.com/wormvault/wormvault/internal/store"
 )
 
@@ -46,6 +47,10 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusForbidden, "forbidden"
 	case errors.Is(err, store.ErrSelfApproval):
 		return http.StatusForbidden, "self_approval"
+	case errors.Is(err, store.ErrBadSignature):
+		// A token authenticates the call; only an admin's own key
+		// approves, requests or cancels.
+		return http.StatusForbidden, "bad_signature"
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "not_found"
 	case errors.Is(err, store.ErrRetentionShortened):
@@ -72,6 +77,14 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusUnprocessableEntity, "missing_chunks"
 	case errors.Is(err, store.ErrRequiresApproval):
 		return http.StatusConflict, "requires_approval"
+	case errors.Is(err, store.ErrNotDeletable):
+		// 403, as restic's rest-server --append-only answers: newer restic
+		// clients treat it as final instead of retrying.
+		return http.StatusForbidden, "not_deletable"
+	case errors.Is(err, restic.ErrRangeNotSatisfiable):
+		return http.StatusRequestedRangeNotSatisfiable, "range_not_satisfiable"
+	case errors.Is(err, restic.ErrMethodNotAllowed):
+		return http.StatusMethodNotAllowed, "method_not_allowed"
 	}
 	return http.StatusInternalServerError, "internal"
 }

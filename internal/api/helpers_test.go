@@ -82,7 +82,7 @@ func newTestServer(t testing.TB) *testServer {
 	}
 	clk := clock.NewFake(t0)
 	logs := newTestLog(t)
-	st := store.New(pool, blobs, clk, logs.logger(), nil, store.Options{MaxChunkSize: testMaxChunk, MaxBatch: testMaxBatch,
+	st := store.New(pool, blobs, clk, logs.logger(), nil, store.Options{MaxChunkSize: testMaxChunk, MaxBatch: testMaxBatch, VaultID: testVaultID,
 		// The database's clock as the executor sees it: the fake clock, so
 		// that tests can let a deletion's delay pass without sleeping.
 		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil }})

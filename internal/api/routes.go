@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wormvault/wormvault/internal/auth"
+	"github.com/wormvault/wormvault/internal/restic"
 	"github.com/wormvault/wormvault/internal/store"
 )
 
@@ -65,6 +66,8 @@ func NewHandler(o Options) http.Handler {
 	r.Get("/healthz", h.healthz)
 	r.Get("/readyz", h.readyz)
 	r.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
+	// restic's REST backend protocol, one repository per /restic/{repo}/ (docs/restic.md).
+	r.Mount("/restic", restic.NewHandler(restic.Options{Store: o.Store, Verifier: o.Verifier, Log: o.Log, WriteError: h.writeError}))
 
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(h.authenticate)
@@ -96,10 +99,17 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(admin)).Post("/deletions/execute-due", h.executeDue)
 		r.With(h.require(auditor, admin)).Get("/deletions/{id}", h.getDeletion)
 		r.With(h.require(auditor, admin)).Get("/deletions/{id}/outcomes", h.deletionOutcomes)
+		r.With(h.require(admin)).Get("/deletions/{id}/statement", h.deletionStatement)
+		r.With(h.require(admin)).Post("/deletions/{id}/sign", h.signDeletion)
 		r.With(h.require(admin)).Post("/deletions/{id}/approve", h.approveDeletion)
 		r.With(h.require(admin)).Post("/deletions/{id}/cancel", h.cancelDeletion)
 
+		r.With(h.require(auditor, admin)).Get("/admins", h.adminSet)
+
 		r.With(h.require(auditor)).Get("/audit", h.auditEntries)
+
+		r.With(h.require(auditor, admin)).Get("/restic/repositories", h.listResticRepositories)
+		r.With(h.require(admin)).Put("/restic/repositories/{repo}/retention", h.setResticRetention)
 	})
 	return r
 }

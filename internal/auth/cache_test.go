@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"testing"
 	"time"
@@ -36,5 +37,37 @@ func TestVerifiedTokenCache(t *testing.T) {
 	e.verClk.Advance(time.Hour + leeway)
 	if _, err := e.verifier.Verify(ctx, tok); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("expired cached token: %v, want ErrUnauthenticated", err)
+	}
+}
+
+// After a key rotation, tokens of the retired key verify until its
+// not-after time; tokens of unknown keys never do.
+func TestRetiredKey(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	ctx := context.Background()
+	oldKey := mustGenerateKey(t)
+	oldTok, _, err := NewIssuer(oldKey, testVault, e.issClk).Issue(RoleAgent, "agent-1", 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.verifier.Verify(ctx, oldTok); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("token of a key not yet known: %v", err)
+	}
+	if err := e.verifier.AddRetiredKey(oldKey.Public().(ed25519.PublicKey), t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.verifier.Verify(ctx, oldTok); err != nil {
+		t.Fatalf("token of a retired key before its not-after: %v", err)
+	}
+	// A fresh token is needed: the verified one is remembered.
+	oldTok2, _, _ := NewIssuer(oldKey, testVault, e.issClk).Issue(RoleAgent, "agent-2", 2*time.Hour)
+	e.verClk.Advance(time.Hour)
+	if _, err := e.verifier.Verify(ctx, oldTok2); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("token of a retired key after its not-after: %v", err)
+	}
+	newTok, _ := e.mustIssue(t, RoleAgent, "agent-3", time.Hour)
+	if _, err := e.verifier.Verify(ctx, newTok); err != nil {
+		t.Errorf("token of the current key: %v", err)
 	}
 }

@@ -43,8 +43,9 @@ type Verifier struct {
 	// Ed25519 verification once, not per request. The key is the whole
 	// token, signature included: any change to it is a miss. Lifetime is
 	// re-checked on every hit, and revocation is never cached here.
-	mu    sync.Mutex
-	cache map[string]verified
+	mu      sync.Mutex
+	cache   map[string]verified
+	retired map[string]retiredKey // by kid
 }
 
 type verified struct {
@@ -172,15 +173,54 @@ func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
 	if typ, ok := t.Header["typ"].(string); !ok || typ != tokenType {
 		return nil, errors.New("auth: wrong token type")
 	}
-	if kid, ok := t.Header["kid"].(string); !ok || kid != v.kid {
+	kid, ok := t.Header["kid"].(string)
+	if !ok {
 		return nil, errors.New("auth: unknown key id")
+	}
+	pub := v.pub
+	if kid != v.kid {
+		// A retired signing key still verifies the tokens it issued, until
+		// the last of them has expired; never a key we do not hold.
+		v.mu.Lock()
+		old, known := v.retired[kid]
+		v.mu.Unlock()
+		if !known || !v.clk.Now().Before(old.notAfter) {
+			return nil, errors.New("auth: unknown key id")
+		}
+		pub = old.pub
 	}
 	// RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
 	if _, ok := t.Header["crit"]; ok {
 		return nil, errors.New("auth: unsupported critical header")
 	}
-	return v.pub, nil
+	return pub, nil
 }
+
+type retiredKey struct {
+	pub      ed25519.PublicKey
+	notAfter time.Time
+}
+
+// AddRetiredKey makes v also accept tokens signed by pub (a signing key
+// replaced by `vault token rotate-key`) until notAfter, when every token it
+// can have issued has expired.
+func (v *Verifier) AddRetiredKey(pub ed25519.PublicKey, notAfter time.Time) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return errors.New("auth: retired key is not an Ed25519 public key")
+	}
+	k := make(ed25519.PublicKey, len(pub))
+	copy(k, pub)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.retired == nil {
+		v.retired = make(map[string]retiredKey)
+	}
+	v.retired[keyID(k)] = retiredKey{pub: k, notAfter: notAfter}
+	return nil
+}
+
+// KeyID returns the key id (kid) of a public key, as tokens name it.
+func KeyID(pub ed25519.PublicKey) string { return keyID(pub) }
 
 // FromRequest verifies the token in r's "Authorization: Bearer <jwt>" header
 // (scheme case-insensitive), with Verify's error contract. A missing or

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -27,6 +28,10 @@ type Deletion struct {
 	CancelledBy       *string    `json:"cancelled_by,omitempty"`
 	CancelReason      *string    `json:"cancel_reason,omitempty"`
 	ExecutedAt        *time.Time `json:"executed_at,omitempty"`
+	AdminSetVersion   *int64     `json:"admin_set_version,omitempty"`
+	RequestedByAdmin  *string    `json:"requested_by_admin,omitempty"`
+	CancelledByAdmin  *string    `json:"cancelled_by_admin,omitempty"`
+	Refusal           *string    `json:"refusal,omitempty"`
 	Report            *struct {
 		Deleted      int64            `json:"deleted"`
 		Skipped      map[string]int64 `json:"skipped"`
@@ -48,13 +53,25 @@ type Deletion struct {
 // DeletionRequest says what to delete and why: Kind is chunks, snapshots,
 // expired or hold_release, with the matching field set.
 type DeletionRequest struct {
-	Kind      string    `json:"kind"`
-	Chunks    []string  `json:"chunks,omitempty"`
-	Snapshots []int64   `json:"snapshots,omitempty"`
-	Before    time.Time `json:"before,omitzero"`
-	Source    string    `json:"source,omitempty"`
-	Hold      int64     `json:"hold,omitempty"`
-	Reason    string    `json:"reason"`
+	Kind      string       `json:"kind"`
+	Chunks    []string     `json:"chunks,omitempty"`
+	Snapshots []int64      `json:"snapshots,omitempty"`
+	Before    time.Time    `json:"before,omitzero"`
+	Source    string       `json:"source,omitempty"`
+	Hold      int64        `json:"hold,omitempty"`
+	Change    *AdminChange `json:"change,omitempty"`
+	Reason    string       `json:"reason"`
+}
+
+// AdminChange is an admin-set change (kind admin_set).
+type AdminChange struct {
+	Op                  string `json:"op"`
+	Admin               string `json:"admin,omitempty"`
+	Key                 string `json:"key,omitempty"`
+	ApprovalsRequired   int    `json:"approvals_required,omitempty"`
+	Delay               string `json:"delay,omitempty"`
+	GovernanceApprovals int    `json:"governance_approvals,omitempty"`
+	GovernanceDelay     string `json:"governance_delay,omitempty"`
 }
 
 // RequestDeletion asks for a deletion (admin token).
@@ -64,17 +81,71 @@ func (c *Client) RequestDeletion(ctx context.Context, r DeletionRequest) (Deleti
 	return out, err
 }
 
-// ApproveDeletion approves request id (admin token, not the requester's).
-func (c *Client) ApproveDeletion(ctx context.Context, id int64) (Deletion, error) {
+// Signature is an admin's signature over a statement from Statement.
+type Signature struct {
+	Signer    string `json:"signer"`
+	Signature string `json:"signature"` // base64
+	Format    string `json:"format"`    // raw or sshsig
+	Reason    string `json:"reason,omitempty"`
+}
+
+// Statement returns the exact bytes signer signs for action (request,
+// approve, cancel) on request id.
+func (c *Client) Statement(ctx context.Context, id int64, action, signer string) ([]byte, error) {
+	resp, err := c.send(ctx, http.MethodGet, "/v1/deletions/"+strconv.FormatInt(id, 10)+"/statement",
+		url.Values{"action": {action}, "signer": {signer}}, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+}
+
+// SignDeletion sends the requester's signature of the request statement.
+func (c *Client) SignDeletion(ctx context.Context, id int64, sig Signature) (Deletion, error) {
 	var out Deletion
-	err := c.do(ctx, http.MethodPost, "/v1/deletions/"+strconv.FormatInt(id, 10)+"/approve", nil, nil, nil, &out)
+	err := c.postJSON(ctx, "/v1/deletions/"+strconv.FormatInt(id, 10)+"/sign", sig, &out)
 	return out, err
 }
 
-// CancelDeletion vetoes request id (any admin).
-func (c *Client) CancelDeletion(ctx context.Context, id int64, reason string) (Deletion, error) {
+// ApproveDeletion sends a signed approval of request id (not the
+// requester's).
+func (c *Client) ApproveDeletion(ctx context.Context, id int64, sig Signature) (Deletion, error) {
 	var out Deletion
-	err := c.postJSON(ctx, "/v1/deletions/"+strconv.FormatInt(id, 10)+"/cancel", map[string]string{"reason": reason}, &out)
+	err := c.postJSON(ctx, "/v1/deletions/"+strconv.FormatInt(id, 10)+"/approve", sig, &out)
+	return out, err
+}
+
+// CancelDeletion sends a signed veto of request id (any admin; sig.Reason
+// is required).
+func (c *Client) CancelDeletion(ctx context.Context, id int64, sig Signature) (Deletion, error) {
+	var out Deletion
+	err := c.postJSON(ctx, "/v1/deletions/"+strconv.FormatInt(id, 10)+"/cancel", sig, &out)
+	return out, err
+}
+
+// AdminSet is the vault's admin set.
+type AdminSet struct {
+	Version int64 `json:"version"`
+	Policy  struct {
+		ApprovalsRequired   int    `json:"approvals_required"`
+		Delay               string `json:"delay"`
+		GovernanceApprovals int    `json:"governance_approvals"`
+		GovernanceDelay     string `json:"governance_delay"`
+	} `json:"policy"`
+	Admins []struct {
+		Name        string    `json:"name"`
+		Kind        string    `json:"kind"`
+		PublicKey   string    `json:"public_key"`
+		Fingerprint string    `json:"fingerprint"`
+		AddedAt     time.Time `json:"added_at"`
+	} `json:"admins"`
+}
+
+// AdminSet returns the current admin set.
+func (c *Client) AdminSet(ctx context.Context) (AdminSet, error) {
+	var out AdminSet
+	err := c.getJSON(ctx, "/v1/admins", nil, &out)
 	return out, err
 }
 

@@ -21,6 +21,17 @@ type Vault struct {
 	CreatedAt time.Time `json:"created_at"`
 	// SigningKey is the token-signing key's file, relative to the data dir.
 	SigningKey string `json:"signing_key"`
+	// RetiredKeys are former signing keys (public halves only), which still
+	// verify the tokens they issued until NotAfter.
+	RetiredKeys []RetiredKey `json:"retired_keys,omitempty"`
+}
+
+// RetiredKey is a signing key replaced by `vault token rotate-key`.
+type RetiredKey struct {
+	KID       string    `json:"kid"`
+	PublicKey []byte    `json:"public_key"` // Ed25519, base64 in JSON
+	RetiredAt time.Time `json:"retired_at"`
+	NotAfter  time.Time `json:"not_after"`
 }
 
 // ReadVault reads dir's identity file.
@@ -66,4 +77,45 @@ func WriteVault(dir string, v Vault) error {
 		return fmt.Errorf("config: sync %s: %w", VaultFile, err)
 	}
 	return f.Close()
+}
+
+// UpdateVault replaces dir's identity file atomically (temp file, fsync,
+// rename, directory fsync): a crash leaves the old file or the new one.
+func UpdateVault(dir string, v Vault) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, VaultFile+".tmp")
+	os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return fmt.Errorf("config: update %s: %w", VaultFile, err)
+	}
+	if _, err := f.Write(append(b, '\n')); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, VaultFile))
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("config: update %s: %w", VaultFile, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

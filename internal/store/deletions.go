@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/wormvault/wormvault/internal/approval"
 	"github.com/wormvault/wormvault/internal/chunk"
 )
 
@@ -63,6 +64,7 @@ type DeletionTargets struct {
 	Before    time.Time    // DeleteExpired: retention ended before this time
 	Source    string       // DeleteExpired: only this source; "" the whole vault
 	Hold      int64        // DeleteHoldRelease
+	Change    *AdminChange // DeleteAdminSet
 }
 
 // canonical returns the frozen text that approvers approve: a header line,
@@ -114,8 +116,12 @@ func (t DeletionTargets) canonical(maxList int) (string, error) {
 			return "", invalid("hold", "is required")
 		}
 		b.WriteString("hold: " + strconv.FormatInt(t.Hold, 10) + "\n")
+	case DeleteAdminSet:
+		if err := t.Change.canonical(&b); err != nil {
+			return "", err
+		}
 	default:
-		return "", invalid("kind", "must be chunks, snapshots, expired or hold_release")
+		return "", invalid("kind", "must be chunks, snapshots, expired, hold_release or admin_set")
 	}
 	return b.String(), nil
 }
@@ -153,7 +159,13 @@ func parseTargets(text string) (DeletionTargets, error) {
 		case "hold":
 			t.Hold, err = strconv.ParseInt(v, 10, 64)
 		default:
-			err = fmt.Errorf("unknown key %q", k)
+			if t.Change == nil {
+				t.Change = &AdminChange{}
+			}
+			var known bool
+			if known, err = t.Change.parseLine(k, v); err == nil && !known {
+				err = fmt.Errorf("unknown key %q", k)
+			}
 		}
 		if err != nil {
 			return t, fmt.Errorf("store: deletion targets: %w", err)
@@ -182,16 +194,31 @@ type Deletion struct {
 	CancelReason      *string     `json:"cancel_reason,omitempty" db:"cancel_reason"`
 	ExecutedAt        *time.Time  `json:"executed_at,omitempty" db:"executed_at"`
 	Report            *ExecReport `json:"report,omitempty" db:"report"`
-	Approvals         []Approval  `json:"approvals" db:"-"`
+	// AdminSetVersion is the admin set the request was made under: its
+	// members sign, and the statements name it.
+	AdminSetVersion *int64 `json:"admin_set_version,omitempty" db:"admin_set_version"`
+	// RequestedByAdmin is the admin who signed the request statement (nil
+	// until then: an unsigned request takes no approvals).
+	RequestedByAdmin *string    `json:"requested_by_admin,omitempty" db:"requested_by_admin"`
+	RequestFormat    *string    `json:"request_format,omitempty" db:"request_format"`
+	RequestSignature []byte     `json:"request_signature,omitempty" db:"request_signature"`
+	CancelledByAdmin *string    `json:"cancelled_by_admin,omitempty" db:"cancelled_by_admin"`
+	CancelFormat     *string    `json:"cancel_format,omitempty" db:"cancel_format"`
+	CancelSignature  []byte     `json:"cancel_signature,omitempty" db:"cancel_signature"`
+	RefusedAt        *time.Time `json:"refused_at,omitempty" db:"refused_at"`
+	Refusal          *string    `json:"refusal,omitempty" db:"refusal"`
+	Approvals        []Approval `json:"approvals" db:"-"`
 	// Affected is an estimate made at request time: how many objects and
 	// bytes the targets named then.
 	Affected *Affected `json:"affected,omitempty" db:"-"`
 }
 
-// Approval is one admin's approval of a request.
+// Approval is one admin's signed approval of a request.
 type Approval struct {
 	Approver   string    `json:"approver" db:"approver"`
 	ApprovedAt time.Time `json:"approved_at" db:"approved_at"`
+	Format     *string   `json:"format,omitempty" db:"format"`
+	Signature  []byte    `json:"signature,omitempty" db:"signature"`
 }
 
 // Affected counts what a request's targets cover.
@@ -208,6 +235,8 @@ type ExecReport struct {
 	BytesFreed   int64            `json:"bytes_freed"`
 	Snapshots    int64            `json:"snapshots_deleted"`
 	HoldReleased bool             `json:"hold_released,omitempty"`
+	// AdminSetVersion is the admin-set version an admin_set request made.
+	AdminSetVersion int64 `json:"admin_set_version,omitempty"`
 }
 
 // hexBytes is a byte string shown as hex in JSON.
@@ -244,11 +273,15 @@ func (d *Duration) ScanInterval(v pgtype.Interval) error {
 }
 
 const deletionColumns = `id, kind, targets, digest, reason, requested_by, requested_at, approvals_required,
-	delay, expires_at, state, scheduled_at, executes_at, cancelled_at, cancelled_by, cancel_reason, executed_at, report`
+	delay, expires_at, state, scheduled_at, executes_at, cancelled_at, cancelled_by, cancel_reason, executed_at, report,
+	admin_set_version, requested_by_admin, request_format, request_signature, cancelled_by_admin, cancel_format,
+	cancel_signature, refused_at, refusal`
 
-// RequestDeletion records a request to delete targets, frozen and digested.
-// Nothing is deleted until admins other than actor approve it and the delay
-// has passed.
+// RequestDeletion records a request to delete targets (or, of kind
+// admin_set, to change the admin set), frozen and digested, under the
+// current admin set and the stronger of its policy and the server's.
+// Nothing happens until an admin signs the request statement (SignRequest),
+// other admins sign approvals, and the delay has passed.
 func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTargets, reason string) (Deletion, error) {
 	reason = strings.TrimSpace(reason)
 	if reason == "" || len(reason) > 2000 {
@@ -260,9 +293,32 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 	}
 	digest := sha256.Sum256([]byte(text))
 	now := s.clk.Now()
-	p := s.opts.Deletion
 	var d Deletion
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		quorum, delay := s.opts.Deletion.ApprovalsRequired, s.opts.Deletion.Delay
+		var version *int64
+		set, err := adminSetVersion(ctx, tx, 0)
+		switch {
+		case err == nil:
+			version = &set.Version
+			p := set.Policy
+			if t.Kind == DeleteAdminSet {
+				quorum, delay = p.GovernanceApprovals, max(time.Duration(p.GovernanceDelay), delay)
+				if _, _, err := t.Change.apply(set); err != nil {
+					return err
+				}
+			} else {
+				quorum, delay = max(quorum, p.ApprovalsRequired), max(delay, time.Duration(p.Delay))
+			}
+		case errors.Is(err, ErrNotFound):
+			// No admins enrolled: the request is recorded but can never be
+			// signed, so it can never execute.
+			if t.Kind == DeleteAdminSet {
+				return fmt.Errorf("the vault has no admin set to change: %w", ErrConflict)
+			}
+		default:
+			return err
+		}
 		if t.Kind == DeleteHoldRelease {
 			var released *time.Time
 			err := tx.QueryRow(ctx, "SELECT released_at FROM holds WHERE id = $1", t.Hold).Scan(&released)
@@ -277,11 +333,11 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 			}
 		}
 		rows, _ := tx.Query(ctx, `INSERT INTO deletion_requests
-			(kind, targets, digest, reason, requested_by, requested_at, approvals_required, delay, expires_at)
-			VALUES (@kind, @targets, @digest, @reason, @by, @now, @quorum, @delay, @expires)
+			(kind, targets, digest, reason, requested_by, requested_at, approvals_required, delay, expires_at, admin_set_version)
+			VALUES (@kind, @targets, @digest, @reason, @by, @now, @quorum, @delay, @expires, @version)
 			RETURNING `+deletionColumns, pgx.NamedArgs{
 			"kind": t.Kind, "targets": text, "digest": digest[:], "reason": reason, "by": actor, "now": now,
-			"quorum": p.ApprovalsRequired, "delay": p.Delay, "expires": now.Add(p.Expiry),
+			"quorum": quorum, "delay": delay, "expires": now.Add(s.opts.Deletion.Expiry), "version": version,
 		})
 		d, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deletion])
 		if err != nil {
@@ -289,7 +345,7 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 		}
 		return appendAudit(ctx, tx, now, actor, "deletion.request", map[string]any{
 			"deletion_id": d.ID, "kind": t.Kind, "digest": hex.EncodeToString(digest[:]), "reason": reason,
-			"approvals_required": p.ApprovalsRequired, "delay": p.Delay.String(),
+			"approvals_required": quorum, "delay": delay.String(), "admin_set_version": version,
 		})
 	})
 	if err != nil {
@@ -304,10 +360,14 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 	return d, nil
 }
 
-// ApproveDeletion records actor's approval. The requester cannot approve,
-// nor can anyone twice; with the quorum reached the request is scheduled to
-// execute after the delay.
-func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64) (Deletion, error) {
+// ApproveDeletion records an admin's signed approval. Only the signature
+// counts, not the caller's token: the signer must be a member of the
+// request's admin set, sign the statement the server builds for this
+// request, and not be the requester (ErrSelfApproval) nor have approved
+// before (ErrConflict). With the quorum reached the request is scheduled to
+// execute after the delay. A bad signature returns ErrBadSignature and is
+// audited.
+func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64, sig Signature) (Deletion, error) {
 	now := s.clk.Now()
 	var d Deletion
 	scheduled := false
@@ -319,25 +379,40 @@ func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64) (De
 		if err := d.open(now); err != nil {
 			return err
 		}
-		if d.RequestedBy == actor {
-			return fmt.Errorf("deletion %d: %w", id, ErrSelfApproval)
+		if d.RequestedByAdmin == nil || d.AdminSetVersion == nil {
+			return fmt.Errorf("deletion %d is not signed by its requester yet: %w", id, ErrConflict)
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO deletion_approvals (deletion_id, approver, approved_at)
-			VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, id, actor, now)
+		if sig.Signer == *d.RequestedByAdmin {
+			return fmt.Errorf("deletion %d: %s requested it: %w", id, sig.Signer, ErrSelfApproval)
+		}
+		if err := d.checkChangeTarget(sig.Signer); err != nil {
+			return err
+		}
+		set, err := adminSetVersion(ctx, tx, *d.AdminSetVersion)
+		if err != nil {
+			return err
+		}
+		if err := s.verifySignature(set, d, approval.ActionApprove, sig); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO deletion_approvals (deletion_id, approver, approved_at, format, signature)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, id, sig.Signer, now, sig.Format, sig.Value)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("deletion %d: %s has already approved it: %w", id, actor, ErrConflict)
+			return fmt.Errorf("deletion %d: %s has already approved it: %w", id, sig.Signer, ErrConflict)
 		}
-		if err := appendAudit(ctx, tx, now, actor, "deletion.approve", map[string]any{
-			"deletion_id": id, "digest": hex.EncodeToString(d.Digest),
-		}); err != nil {
+		msg, _ := s.statementFor(d, approval.ActionApprove, sig.Signer)
+		details := signatureDetails(sig, msg)
+		details["deletion_id"], details["digest"] = id, hex.EncodeToString(d.Digest)
+		if err := appendAudit(ctx, tx, now, actor, "deletion.approve", details); err != nil {
 			return err
 		}
 		var n int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM deletion_approvals WHERE deletion_id = $1 AND approver <> $2`,
-			id, d.RequestedBy).Scan(&n); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM deletion_approvals
+			WHERE deletion_id = $1 AND approver <> $2 AND signature IS NOT NULL`,
+			id, *d.RequestedByAdmin).Scan(&n); err != nil {
 			return err
 		}
 		if n < d.ApprovalsRequired {
@@ -354,6 +429,9 @@ func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64) (De
 		})
 	})
 	if err != nil {
+		if errors.Is(err, ErrBadSignature) || errors.Is(err, ErrSelfApproval) {
+			s.auditRefused(ctx, actor, "approve", id, sig, err)
+		}
 		return Deletion{}, dbErr(fmt.Sprintf("approve deletion %d", id), err)
 	}
 	d, err = s.GetDeletion(ctx, id)
@@ -368,6 +446,23 @@ func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64) (De
 	return d, nil
 }
 
+// checkChangeTarget refuses signer's approval or cancel of a change to
+// their own membership.
+func (d Deletion) checkChangeTarget(signer string) error {
+	if d.Kind != DeleteAdminSet {
+		return nil
+	}
+	t, err := parseTargets(d.Targets)
+	if err != nil {
+		return err
+	}
+	if t.Change.targetsAdmin(signer) {
+		return fmt.Errorf("deletion %d changes %s's own membership; %s can neither approve nor cancel it: %w",
+			d.ID, signer, signer, ErrSelfApproval)
+	}
+	return nil
+}
+
 // open reports whether d still takes approvals at now.
 func (d Deletion) open(now time.Time) error {
 	if d.State != StateRequested {
@@ -379,9 +474,10 @@ func (d Deletion) open(now time.Time) error {
 	return nil
 }
 
-// CancelDeletion vetoes a request: any one admin may, until execution
-// starts. It is final.
-func (s *Store) CancelDeletion(ctx context.Context, actor string, id int64, reason string) (Deletion, error) {
+// CancelDeletion vetoes a request: any one admin of the request's admin
+// set may, with a signed cancel statement, until execution starts (except
+// the subject of a removal or key rotation, for that request). It is final.
+func (s *Store) CancelDeletion(ctx context.Context, actor string, id int64, reason string, sig Signature) (Deletion, error) {
 	reason = strings.TrimSpace(reason)
 	if reason == "" || len(reason) > 2000 {
 		return Deletion{}, invalid("reason", "is required (at most 2000 characters)")
@@ -395,20 +491,40 @@ func (s *Store) CancelDeletion(ctx context.Context, actor string, id int64, reas
 		if d.State != StateRequested && d.State != StateScheduled {
 			return fmt.Errorf("deletion %d is %s and can no longer be cancelled: %w", id, d.State, ErrConflict)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE deletion_requests SET state = 'cancelled', cancelled_at = $2,
-			cancelled_by = $3, cancel_reason = $4 WHERE id = $1`, id, now, actor, reason); err != nil {
+		if d.AdminSetVersion == nil {
+			return fmt.Errorf("deletion %d was made with no admin set; it can never execute and will expire: %w", id, ErrConflict)
+		}
+		if err := d.checkChangeTarget(sig.Signer); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, now, actor, "deletion.cancel", map[string]any{"deletion_id": id, "reason": reason})
+		set, err := adminSetVersion(ctx, tx, *d.AdminSetVersion)
+		if err != nil {
+			return err
+		}
+		if err := s.verifySignature(set, d, approval.ActionCancel, sig); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE deletion_requests SET state = 'cancelled', cancelled_at = $2,
+			cancelled_by = $3, cancel_reason = $4, cancelled_by_admin = $5, cancel_format = $6, cancel_signature = $7
+			WHERE id = $1`, id, now, actor, reason, sig.Signer, sig.Format, sig.Value); err != nil {
+			return err
+		}
+		msg, _ := s.statementFor(d, approval.ActionCancel, sig.Signer)
+		details := signatureDetails(sig, msg)
+		details["deletion_id"], details["reason"] = id, reason
+		return appendAudit(ctx, tx, now, actor, "deletion.cancel", details)
 	})
 	if err != nil {
+		if errors.Is(err, ErrBadSignature) || errors.Is(err, ErrSelfApproval) {
+			s.auditRefused(ctx, actor, "cancel", id, sig, err)
+		}
 		return Deletion{}, dbErr(fmt.Sprintf("cancel deletion %d", id), err)
 	}
 	d, err := s.GetDeletion(ctx, id)
 	if err != nil {
 		return Deletion{}, err
 	}
-	s.log.InfoContext(ctx, "deletion cancelled", "deletion_id", id, "subject", actor)
+	s.log.InfoContext(ctx, "deletion cancelled", "deletion_id", id, "subject", actor, "signer", sig.Signer)
 	s.notify(ctx, "deletion.cancelled", actor, d)
 	return d, nil
 }
@@ -429,7 +545,7 @@ func (s *Store) GetDeletion(ctx context.Context, id int64) (Deletion, error) {
 	if err != nil {
 		return Deletion{}, dbErr(fmt.Sprintf("get deletion %d", id), err)
 	}
-	rows, _ = s.pool.Query(ctx, `SELECT approver, approved_at FROM deletion_approvals
+	rows, _ = s.pool.Query(ctx, `SELECT approver, approved_at, format, signature FROM deletion_approvals
 		WHERE deletion_id = $1 ORDER BY approved_at, approver`, id)
 	if d.Approvals, err = pgx.CollectRows(rows, pgx.RowToStructByName[Approval]); err != nil {
 		return Deletion{}, dbErr("list approvals", err)
@@ -453,7 +569,7 @@ func (s *Store) ListDeletions(ctx context.Context, state string, before int64, l
 		return nil, dbErr("list deletions", err)
 	}
 	for i := range ds {
-		rows, _ := s.pool.Query(ctx, `SELECT approver, approved_at FROM deletion_approvals
+		rows, _ := s.pool.Query(ctx, `SELECT approver, approved_at, format, signature FROM deletion_approvals
 			WHERE deletion_id = $1 ORDER BY approved_at, approver`, ds[i].ID)
 		if ds[i].Approvals, err = pgx.CollectRows(rows, pgx.RowToStructByName[Approval]); err != nil {
 			return nil, dbErr("list approvals", err)

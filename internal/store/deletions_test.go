@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wormvault/wormvault/internal/approval"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
 	"github.com/wormvault/wormvault/internal/manifest"
@@ -25,7 +27,8 @@ const delay = 72 * time.Hour
 
 type deletionStore struct {
 	*testStore
-	dbSkew time.Duration // how far the "database clock" is from the server's
+	keys   map[string]ed25519.PrivateKey // the admins' raw keys, by name
+	dbSkew time.Duration                 // how far the "database clock" is from the server's
 	mu     sync.Mutex
 	events []store.Event
 	blobs  *failingBlobs
@@ -63,9 +66,9 @@ func newDeletionStore(t testing.TB) *deletionStore {
 	}
 	pool := pgtest.NewPool(t)
 	clk := clock.NewFake(epoch)
-	ds := &deletionStore{blobs: &failingBlobs{Blobs: d}}
+	ds := &deletionStore{blobs: &failingBlobs{Blobs: d}, keys: map[string]ed25519.PrivateKey{}}
 	s := store.New(pool, ds.blobs, clk, slog.New(slog.DiscardHandler), nil, store.Options{
-		MaxChunkSize: 4 << 20, Packs: packs, PackThreshold: 64 << 10,
+		MaxChunkSize: 4 << 20, Packs: packs, PackThreshold: 64 << 10, VaultID: testVaultID,
 		Deletion: store.DeletionPolicy{ApprovalsRequired: 2, Delay: delay, Expiry: 7 * 24 * time.Hour},
 		DatabaseTime: func(context.Context) (time.Time, error) {
 			ds.mu.Lock()
@@ -80,7 +83,50 @@ func newDeletionStore(t testing.TB) *deletionStore {
 	})
 	t.Cleanup(func() { s.Close(); packs.Close() })
 	ds.testStore = &testStore{Store: s, pool: pool, clk: clk, dir: dir, blobs: d}
+	g := store.Genesis{Policy: store.Policy{ApprovalsRequired: 2, Delay: store.Duration(delay),
+		GovernanceApprovals: 2, GovernanceDelay: store.Duration(7 * 24 * time.Hour)}}
+	for _, name := range []string{"admin-a", "admin-b", "admin-c", "admin-d"} {
+		priv, pub, err := approval.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds.keys[name] = priv
+		g.Admins = append(g.Admins, store.Admin{Name: name, Key: pub})
+	}
+	if err := s.SeedAdminSet(context.Background(), g); err != nil {
+		t.Fatalf("SeedAdminSet: %v", err)
+	}
 	return ds
+}
+
+const testVaultID = "wv-store-test"
+
+// sign returns name's raw signature of the statement the store builds for
+// action on request id.
+func (ds *deletionStore) sign(name string, id int64, action string) (store.Signature, error) {
+	msg, err := ds.Statement(context.Background(), id, action, name)
+	if err != nil {
+		return store.Signature{}, err
+	}
+	return store.Signature{Signer: name, Format: approval.FormatRaw, Value: ed25519.Sign(ds.keys[name], msg)}, nil
+}
+
+// approve signs and sends name's approval, as the CLI would.
+func (ds *deletionStore) approve(name string, id int64) (store.Deletion, error) {
+	sig, err := ds.sign(name, id, approval.ActionApprove)
+	if err != nil {
+		return store.Deletion{}, err
+	}
+	return ds.ApproveDeletion(context.Background(), name, id, sig)
+}
+
+// cancel signs and sends name's cancel.
+func (ds *deletionStore) cancel(name string, id int64, reason string) (store.Deletion, error) {
+	sig, err := ds.sign(name, id, approval.ActionCancel)
+	if err != nil {
+		return store.Deletion{}, err
+	}
+	return ds.CancelDeletion(context.Background(), name, id, reason, sig)
 }
 
 func (ds *deletionStore) eventTypes() []string {
@@ -99,12 +145,21 @@ func (ds *deletionStore) mustRequest(t testing.TB, by string, tg store.DeletionT
 	if err != nil {
 		t.Fatalf("RequestDeletion: %v", err)
 	}
-	return d
+	sig, err := ds.sign(by, d.ID, approval.ActionRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := ds.SignRequest(context.Background(), by, d.ID, sig)
+	if err != nil {
+		t.Fatalf("SignRequest: %v", err)
+	}
+	signed.Affected = d.Affected
+	return signed
 }
 
 func (ds *deletionStore) mustApprove(t testing.TB, by string, id int64) store.Deletion {
 	t.Helper()
-	d, err := ds.ApproveDeletion(context.Background(), by, id)
+	d, err := ds.approve(by, id)
 	if err != nil {
 		t.Fatalf("ApproveDeletion(%s): %v", by, err)
 	}
@@ -227,7 +282,7 @@ func TestDeletionLifecycle(t *testing.T) {
 			actions = append(actions, e.Action)
 		}
 	}
-	wantActions := "deletion.request deletion.approve deletion.approve deletion.schedule deletion.execute deletion.executed"
+	wantActions := "deletion.request deletion.sign deletion.approve deletion.approve deletion.schedule deletion.execute deletion.executed"
 	if strings.Join(actions, " ") != wantActions {
 		t.Errorf("audit = %v, want %s", actions, wantActions)
 	}
@@ -243,7 +298,7 @@ func TestDeletionLifecycle(t *testing.T) {
 		t.Errorf("second RunDue = %+v, %v", rep, err)
 	}
 	// A cancel after execution is refused.
-	if _, err := ds.CancelDeletion(ctx, "admin-b", d.ID, "too late"); !errors.Is(err, store.ErrConflict) {
+	if _, err := ds.cancel("admin-b", d.ID, "too late"); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("cancel after execution: %v, want ErrConflict", err)
 	}
 	// A deleted chunk can be stored again.
@@ -273,12 +328,12 @@ func TestApprovalAbuse(t *testing.T) {
 	targets := store.DeletionTargets{Kind: store.DeleteChunks, Chunks: []chunk.Hash{h}}
 
 	d := ds.mustRequest(t, "admin-a", targets)
-	if _, err := ds.ApproveDeletion(ctx, "admin-a", d.ID); !errors.Is(err, store.ErrSelfApproval) {
+	if _, err := ds.approve("admin-a", d.ID); !errors.Is(err, store.ErrSelfApproval) {
 		t.Errorf("self-approval: %v, want ErrSelfApproval", err)
 	}
 	ds.mustApprove(t, "admin-b", d.ID)
 	// Same subject again (any token): one person, one approval.
-	if _, err := ds.ApproveDeletion(ctx, "admin-b", d.ID); !errors.Is(err, store.ErrConflict) {
+	if _, err := ds.approve("admin-b", d.ID); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("second approval by the same admin: %v, want ErrConflict", err)
 	}
 	got, _ := ds.GetDeletion(ctx, d.ID)
@@ -287,23 +342,23 @@ func TestApprovalAbuse(t *testing.T) {
 	}
 
 	// Cancelled: no more approvals.
-	if _, err := ds.CancelDeletion(ctx, "admin-c", d.ID, "not agreed"); err != nil {
+	if _, err := ds.cancel("admin-c", d.ID, "not agreed"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ds.ApproveDeletion(ctx, "admin-c", d.ID); !errors.Is(err, store.ErrConflict) {
+	if _, err := ds.approve("admin-c", d.ID); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("approval of a cancelled request: %v, want ErrConflict", err)
 	}
-	if _, err := ds.CancelDeletion(ctx, "admin-c", d.ID, "again"); !errors.Is(err, store.ErrConflict) {
+	if _, err := ds.cancel("admin-c", d.ID, "again"); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("second cancel: %v, want ErrConflict", err)
 	}
-	if _, err := ds.CancelDeletion(ctx, "admin-c", d.ID, " "); !isInvalid(err) {
+	if _, err := ds.cancel("admin-c", d.ID, " "); !isInvalid(err) {
 		t.Errorf("cancel without reason: %v, want InvalidError", err)
 	}
 
 	// Expired: a quorum that comes too late counts for nothing.
 	e := ds.mustRequest(t, "admin-a", targets)
 	ds.clk.Advance(7*24*time.Hour + time.Second)
-	if _, err := ds.ApproveDeletion(ctx, "admin-b", e.ID); !errors.Is(err, store.ErrConflict) {
+	if _, err := ds.approve("admin-b", e.ID); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("approval after expiry: %v, want ErrConflict", err)
 	}
 	if rep, err := ds.RunDue(ctx); err != nil || len(rep.Expired) != 1 || rep.Expired[0] != e.ID {
@@ -346,8 +401,8 @@ func TestApproveCancelRace(t *testing.T) {
 		var wg sync.WaitGroup
 		var approveErr, cancelErr error
 		wg.Add(2)
-		go func() { defer wg.Done(); _, approveErr = ds.ApproveDeletion(ctx, "admin-c", d.ID) }()
-		go func() { defer wg.Done(); _, cancelErr = ds.CancelDeletion(ctx, "admin-d", d.ID, "veto") }()
+		go func() { defer wg.Done(); _, approveErr = ds.approve("admin-c", d.ID) }()
+		go func() { defer wg.Done(); _, cancelErr = ds.cancel("admin-d", d.ID, "veto") }()
 		wg.Wait()
 		got, _ := ds.GetDeletion(ctx, d.ID)
 		switch {

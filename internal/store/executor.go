@@ -150,7 +150,10 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 		return false, err
 	}
 	// Claim: scheduled → executing, or resume an interrupted execution.
+	// Either way every signature is verified again first, from the stored
+	// rows: a state column edited in the database proves nothing.
 	var d Deletion
+	var refusal error
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
 		if d, err = lockDeletion(ctx, tx, id); err != nil {
@@ -158,11 +161,23 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 		}
 		switch {
 		case d.State == StateExecuting:
-			return nil
 		case d.State != StateScheduled:
 			return nil
 		case d.ExecutesAt.After(now):
 			return fmt.Errorf("deletion %d executes at %s: %w", id, d.ExecutesAt.UTC().Format(time.RFC3339), ErrConflict)
+		}
+		if refusal = s.verifyForExecution(ctx, tx, d); refusal != nil {
+			if _, err := tx.Exec(ctx, `UPDATE deletion_requests SET state = 'refused', refused_at = $2, refusal = $3
+				WHERE id = $1`, id, now, refusal.Error()); err != nil {
+				return err
+			}
+			d.State = StateRefused
+			return appendAudit(ctx, tx, now, "executor", "deletion.refused", map[string]any{
+				"deletion_id": id, "reason": refusal.Error(),
+			})
+		}
+		if d.State == StateExecuting {
+			return nil
 		}
 		if err := setExecutor(ctx, tx, id, now); err != nil {
 			return err
@@ -177,6 +192,14 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 	})
 	if err != nil {
 		return false, dbErr("claim deletion", err)
+	}
+	if refusal != nil {
+		s.log.ErrorContext(ctx, "ALERT: refused to execute a deletion whose approvals do not verify; "+
+			"its rows may have been edited in the database", "deletion_id", id, "err", refusal)
+		if d, err := s.GetDeletion(ctx, id); err == nil {
+			s.notify(ctx, "deletion.refused", "executor", d)
+		}
+		return false, nil
 	}
 	if d.State != StateExecuting {
 		return false, nil
@@ -224,6 +247,8 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 
 func (s *Store) executeTargets(ctx context.Context, id int64, now time.Time, t DeletionTargets, rep *ExecReport) error {
 	switch t.Kind {
+	case DeleteAdminSet:
+		return s.applyAdminChange(ctx, id, now, t.Change, rep)
 	case DeleteHoldRelease:
 		return s.releaseHold(ctx, id, now, t.Hold)
 	case DeleteChunks:

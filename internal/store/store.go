@@ -48,8 +48,13 @@ type Options struct {
 	Packs *pack.Packs
 	// PackThreshold is the largest chunk that is packed.
 	PackThreshold int64
-	// Deletion is the policy frozen into each new deletion request.
+	// Deletion is the server's deletion policy. With an admin set, a request
+	// takes the stronger of this and the admin set's policy (a server flag
+	// can raise the bar, never lower what the admins signed).
 	Deletion DeletionPolicy
+	// VaultID names the vault in every signed statement, so that a
+	// signature for one vault is worthless on another.
+	VaultID string
 	// DatabaseTime reads the database's clock, which the executor checks
 	// the server's clock against before it deletes anything. Nil: SELECT
 	// clock_timestamp(). Tests inject the fake clock's view.
@@ -261,7 +266,7 @@ func isStoreErr(err error) bool {
 	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
 		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge, ErrSelfApproval, ErrClockSkew,
-		ErrRequiresApproval} {
+		ErrRequiresApproval, ErrBadSignature} {
 		if errors.Is(err, e) {
 			return true
 		}
