@@ -99,6 +99,11 @@ func runInit(ctx context.Context, args []string, getenv func(string) string, std
 		}
 		return fmt.Errorf("init: %w", err)
 	}
+	// The audit log's checkpoint key: separate from the token-signing key.
+	ckptKey, err := createCheckpointKey(*dir, *id)
+	if err != nil {
+		return fmt.Errorf("init: checkpoint key: %w", err)
+	}
 	v := config.Vault{ID: *id, CreatedAt: time.Now().UTC(), SigningKey: config.SigningKeyFile}
 	if genesis != nil {
 		if err := writeAdmins(*dir, *genesis); err != nil {
@@ -111,6 +116,8 @@ func runInit(ctx context.Context, args []string, getenv func(string) string, std
 	fmt.Fprintf(stdout, "initialised vault %s in %s\n", v.ID, *dir)
 	fmt.Fprintf(stdout, "token-signing key: %s (keep it secret; anyone holding it can mint tokens)\n",
 		v.SigningKeyPath(*dir))
+	fmt.Fprintf(stdout, "audit checkpoint key: %s; auditors pin its verifier key (also in %s):\n  %s\n",
+		filepath.Join(*dir, config.CheckpointKeyFile), config.CheckpointVerifierFile, ckptKey)
 	if genesis != nil {
 		fmt.Fprintf(stdout, "admins: %d enrolled in %s (seeded into the database by `vault serve`); "+
 			"deletions need %d approvals and wait %s\n", len(genesis.Admins), adminsFile,

@@ -36,6 +36,7 @@ commands:
   token    issue or revoke access tokens
   admin    keygen; deletions: request, approve, cancel, list, show; admins; execute-due
   hash     print the BLAKE3 address of files (the name to PUT a chunk under)
+  audit    verify the signed audit log (auditor, over HTTP): verify, prove-retained
   retention retention summary and what expires before a date (auditor, over HTTP)
   snapshots list and show snapshots (over HTTP)
   holds    list and show legal holds (over HTTP)
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runHash(rest, stdin, stdout)
 	case "admin":
 		return runAdmin(ctx, rest, getenv, stdin, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, rest, getenv, stdout, stderr)
 	case "retention":
 		return runRetention(ctx, rest, getenv, stdout, stderr)
 	case "snapshots":

@@ -90,8 +90,23 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// upload handed to the group committer is answered before it exits.
 	defer st.Close()
 
+	// The audit log's rollback guard, before anything is appended.
+	ckpt, err := loadCheckpointKey(cfg.DataDir, v.ID, log)
+	if err != nil {
+		return err
+	}
+	if err := st.EnsureAuditTree(ctx); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err := guardRollback(ctx, st, cfg.DataDir, ckpt); err != nil {
+		return err
+	}
+
 	if err := seedAdmins(ctx, st, cfg.DataDir, log); err != nil {
 		return err
+	}
+	if _, err := signCheckpoint(ctx, st, cfg.DataDir, ckpt); err != nil {
+		return fmt.Errorf("serve: sign audit checkpoint: %w", err)
 	}
 
 	// Reconcile before taking uploads: a crash may have left temp files, or
@@ -119,8 +134,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Verifier: verifier,
 		Log:      log,
 		Registry: reg,
+
+		CheckpointKey: ckpt.vkey,
 	})
 	go runExecutor(ctx, st, cfg.ExecutorInterval, log)
+	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
 	go st.WatchRevocations(ctx)
 	if cfg.PprofListen != "" {
 		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {

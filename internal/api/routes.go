@@ -22,6 +22,9 @@ type Options struct {
 	// Registry receives the HTTP metrics and is served on /metrics. Nil:
 	// a private registry.
 	Registry *prometheus.Registry
+	// CheckpointKey is the verifier key of the audit log's checkpoints
+	// (a golang.org/x/mod/sumdb/note verifier key), served to auditors.
+	CheckpointKey string
 }
 
 type handler struct {
@@ -31,6 +34,7 @@ type handler struct {
 	metrics  *httpMetrics
 	maxChunk int64
 	maxBatch int
+	ckptKey  string
 }
 
 // NewHandler returns the vault's HTTP API. The routes read like the API
@@ -46,6 +50,7 @@ func NewHandler(o Options) http.Handler {
 		metrics:  newHTTPMetrics(o.Registry),
 		maxChunk: o.Store.Options().MaxChunkSize,
 		maxBatch: o.Store.Options().MaxBatch,
+		ckptKey:  o.CheckpointKey,
 	}
 	const (
 		agent   = auth.RoleAgent
@@ -107,6 +112,11 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(auditor, admin)).Get("/admins", h.adminSet)
 
 		r.With(h.require(auditor)).Get("/audit", h.auditEntries)
+		r.With(h.require(auditor, admin)).Get("/audit/checkpoint", h.auditCheckpoint)
+		r.With(h.require(auditor, admin)).Get("/audit/key", h.auditKey)
+		r.With(h.require(auditor, admin)).Get("/audit/entries", h.auditLeaves)
+		r.With(h.require(auditor, admin)).Get("/audit/proof/inclusion", h.auditInclusion)
+		r.With(h.require(auditor, admin)).Get("/audit/proof/consistency", h.auditConsistency)
 
 		r.With(h.require(auditor, admin)).Get("/restic/repositories", h.listResticRepositories)
 		r.With(h.require(admin)).Put("/restic/repositories/{repo}/retention", h.setResticRetention)

@@ -119,3 +119,12 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// Files of the audit log's checkpoints in a data directory (issue 9). The
+// checkpoint key is separate from the token-signing key: it signs the
+// audit log's checkpoints and nothing else.
+const (
+	CheckpointKeyFile      = "checkpoint.key"  // note signer key, 0600
+	CheckpointVerifierFile = "checkpoint.vkey" // its public verifier key, for auditors
+	LatestCheckpointFile   = "latest-checkpoint"
+)

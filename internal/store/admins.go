@@ -161,12 +161,22 @@ func (s *Store) SeedAdminSet(ctx context.Context, g Genesis) error {
 			names = append(names, a.Name+" "+a.Key.Fingerprint())
 		}
 		return appendAudit(ctx, tx, now, "vault", "admin_set.genesis", map[string]any{
-			"version": 1, "admins": names, "approvals_required": g.Policy.ApprovalsRequired,
+			"version": 1, "admins": names, "keys": adminKeys(g.Admins), "approvals_required": g.Policy.ApprovalsRequired,
 			"delay": time.Duration(g.Policy.Delay).String(), "governance_approvals": g.Policy.GovernanceApprovals,
 			"governance_delay": time.Duration(g.Policy.GovernanceDelay).String(),
 		})
 	})
 	return dbErr("seed admin set", err)
+}
+
+// adminKeys maps each admin to its public key line, as the audit log
+// records an admin set.
+func adminKeys(admins []Admin) map[string]string {
+	m := make(map[string]string, len(admins))
+	for _, a := range admins {
+		m[a.Name] = a.Key.String()
+	}
+	return m
 }
 
 func sameGenesis(cur AdminSet, g Genesis) bool {
@@ -629,8 +639,12 @@ func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c
 			return err
 		}
 		rep.AdminSetVersion = cur.Version + 1
+		// The whole new set with its keys and policy: an auditor verifies
+		// later signatures from the log alone.
 		return appendAudit(ctx, tx, now, "executor", "admin_set.change", map[string]any{
 			"deletion_id": id, "version": cur.Version + 1, "op": c.Op, "admin": c.Name,
+			"keys": adminKeys(admins), "approvals_required": p.ApprovalsRequired, "delay": time.Duration(p.Delay).String(),
+			"governance_approvals": p.GovernanceApprovals, "governance_delay": time.Duration(p.GovernanceDelay).String(),
 		})
 	})
 	return dbErr("change admin set", err)

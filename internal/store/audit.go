@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
-// AuditEntry is one entry of the hash-linked audit log.
+// AuditEntry is one entry of the audit log: a leaf of its Merkle tree
+// (leaf index Seq-1, record bytes Payload) and a link of the older hash
+// chain (PrevHash, Hash).
 type AuditEntry struct {
 	Seq      int64     `json:"seq" db:"seq"`
 	At       time.Time `json:"at" db:"at"`
@@ -48,33 +51,79 @@ func auditHash(prev []byte, payload string) []byte {
 }
 
 // appendAudit writes one audit entry inside tx, the transaction of the
-// change it records (invariant 6): the entry and the change commit together
-// or not at all.
+// change it records (invariant 6): the entry, its Merkle tree hashes and the
+// change commit together or not at all.
 func appendAudit(ctx context.Context, tx pgx.Tx, at time.Time, actor, action string, details any) error {
+	_, err := appendAuditBatch(ctx, tx, []auditRecord{{at: at, actor: actor, action: action, details: details}})
+	return err
+}
+
+// auditRecord is an entry to append.
+type auditRecord struct {
+	at            time.Time
+	actor, action string
+	details       any
+}
+
+// appendAuditBatch appends recs in order inside tx and returns the seq of
+// the first. Appends are serialised by an advisory lock, so seqs have no
+// gaps; each entry's payload is its Merkle leaf (leaf index seq-1) and the
+// tree's stored hashes (tlog.StoredHashes) are written with it. The hash
+// chain of 002 is still written alongside.
+func appendAuditBatch(ctx context.Context, tx pgx.Tx, recs []auditRecord) (int64, error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", auditLock); err != nil {
-		return fmt.Errorf("audit: lock: %w", err)
+		return 0, fmt.Errorf("audit: lock: %w", err)
 	}
 	var seq int64
 	prev := make([]byte, sha256.Size)
 	err := tx.QueryRow(ctx, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&seq, &prev)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("audit: last entry: %w", err)
+		return 0, fmt.Errorf("audit: last entry: %w", err)
 	}
-	seq++
-	b, err := json.Marshal(auditPayload{Seq: seq, At: at.UTC(), Actor: actor, Action: action, Details: details})
-	if err != nil {
-		return fmt.Errorf("audit: encode: %w", err)
+	hr := newTxHashReader(ctx, tx)
+	if err := ensureTreeHashes(ctx, tx, hr, seq); err != nil {
+		return 0, err
 	}
-	payload := string(b)
+	first := seq + 1
+	n := len(recs)
+	seqs, ats := make([]int64, n), make([]time.Time, n)
+	actors, actions, payloads := make([]string, n), make([]string, n), make([]string, n)
+	prevs, hashes := make([][]byte, n), make([][]byte, n)
+	var idxs []int64
+	var tree [][]byte
+	for i, r := range recs {
+		seq++
+		b, err := json.Marshal(auditPayload{Seq: seq, At: r.at.UTC(), Actor: r.actor, Action: r.action, Details: r.details})
+		if err != nil {
+			return 0, fmt.Errorf("audit: encode: %w", err)
+		}
+		stored, err := tlog.StoredHashes(seq-1, b, hr)
+		if err != nil {
+			return 0, fmt.Errorf("audit: tree hashes of entry %d: %w", seq, err)
+		}
+		base := tlog.StoredHashIndex(0, seq-1)
+		for j, h := range stored {
+			hr.overlay[base+int64(j)] = h
+			idxs = append(idxs, base+int64(j))
+			tree = append(tree, h[:])
+		}
+		seqs[i], ats[i], actors[i], actions[i], payloads[i] = seq, r.at, r.actor, r.action, string(b)
+		prevs[i], hashes[i] = prev, auditHash(prev, payloads[i])
+		prev = hashes[i]
+	}
 	_, err = tx.Exec(ctx, `INSERT INTO audit_log (seq, at, actor, action, payload, prev_hash, hash)
-		VALUES (@seq, @at, @actor, @action, @payload, @prev, @hash)`, pgx.NamedArgs{
-		"seq": seq, "at": at, "actor": actor, "action": action, "payload": payload,
-		"prev": prev, "hash": auditHash(prev, payload),
+		SELECT * FROM unnest(@seq::bigint[], @at::timestamptz[], @actor::text[], @action::text[], @payload::text[],
+			@prev::bytea[], @hash::bytea[])`, pgx.NamedArgs{
+		"seq": seqs, "at": ats, "actor": actors, "action": actions, "payload": payloads, "prev": prevs, "hash": hashes,
 	})
 	if err != nil {
-		return fmt.Errorf("audit: append: %w", err)
+		return 0, fmt.Errorf("audit: append: %w", err)
 	}
-	return nil
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`,
+		idxs, tree); err != nil {
+		return 0, fmt.Errorf("audit: append tree hashes: %w", err)
+	}
+	return first, nil
 }
 
 // AuditEntries returns up to limit entries with seq > after, in order.

@@ -367,6 +367,9 @@ func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []
 				outcomes = append(outcomes, "deleted")
 				reasons = append(reasons, "")
 			}
+			if err := logRemovals(ctx, tx, id, now, deleted); err != nil {
+				return err
+			}
 		}
 		// A rerun after a crash meets the outcomes it already wrote; the
 		// first outcome stands.

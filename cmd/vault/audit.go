@@ -1,0 +1,278 @@
+package main
+
+// vault audit: the auditor's commands over the verifiable audit log. They
+// run on the auditor's machine with an auditor token and trust nothing
+// the vault says that its pinned checkpoint key did not sign.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/wormvault/wormvault/internal/audit"
+	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/client"
+)
+
+const auditUsage = `usage: vault audit <command> [flags]
+
+commands:
+  verify          check the vault's signed checkpoint against the one kept in --state,
+                  recompute the log from its entries and replay the deletion and
+                  retention rules; exits non-zero with a report on any failure
+  prove-retained  HASH: print and check the inclusion proof of a chunk's commit entry
+
+Both need VAULT_URL and an auditor token in VAULT_TOKEN, and a state
+directory (--state) that holds the pinned checkpoint key and the last
+verified checkpoint. Keep it on the auditor's machine, not the vault's.
+`
+
+// State directory files.
+const (
+	stateKeyFile        = "vault.vkey"
+	stateCheckpointFile = "checkpoint"
+)
+
+func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return errors.New("audit: no command given")
+	}
+	switch args[0] {
+	case "verify":
+		return runAuditVerify(ctx, args[1:], getenv, stdout, stderr)
+	case "prove-retained":
+		return runAuditProve(ctx, args[1:], getenv, stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, auditUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, auditUsage)
+	return fmt.Errorf("audit: unknown command %q", args[0])
+}
+
+// auditState is the auditor's state directory.
+type auditState struct {
+	dir string
+}
+
+// verifier returns the pinned checkpoint key. On the first run it pins
+// keyText (--key), or, with neither a pinned key nor --key, the key the
+// vault serves (trust on first use), saying so loudly.
+func (s auditState) verifier(ctx context.Context, c *client.Client, keyText string, stderr io.Writer) (note.Verifier, error) {
+	path := filepath.Join(s.dir, stateKeyFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		pinned := strings.TrimSpace(string(b))
+		if keyText != "" && strings.TrimSpace(keyText) != pinned {
+			return nil, fmt.Errorf("audit: --key differs from the key pinned in %s; if the vault's key really changed, "+
+				"check the new key out of band and remove %s deliberately", path, path)
+		}
+		return note.NewVerifier(pinned)
+	case !errors.Is(err, iofs.ErrNotExist):
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if keyText == "" {
+		if c == nil {
+			return nil, fmt.Errorf("audit: no checkpoint key pinned in %s: run `vault audit verify --key ...` first", s.dir)
+		}
+		if keyText, err = c.AuditKey(ctx); err != nil {
+			return nil, fmt.Errorf("audit: fetch the vault's checkpoint key: %w", err)
+		}
+		fmt.Fprintf(stderr, "WARNING: no checkpoint key pinned in %s and no --key given: trusting the key the vault serves now\n"+
+			"  %s\n"+
+			"Compare it with the vault's %s out of band (from its operator). Everything this auditor verifies\n"+
+			"from now on rests on this key.\n", s.dir, keyText, "checkpoint.vkey")
+	}
+	keyText = strings.TrimSpace(keyText)
+	v, err := note.NewVerifier(keyText)
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if err := writeFileAtomic(path, []byte(keyText+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("audit: pin key: %w", err)
+	}
+	return v, nil
+}
+
+// kept returns the last verified checkpoint, if any.
+func (s auditState) kept(v note.Verifier) (*audit.Checkpoint, error) {
+	path := filepath.Join(s.dir, stateCheckpointFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	cp, err := audit.OpenCheckpoint(b, v)
+	if err != nil {
+		return nil, fmt.Errorf("audit: the kept checkpoint %s: %w", path, err)
+	}
+	return &cp, nil
+}
+
+func (s auditState) keep(msg []byte) error {
+	return writeFileAtomic(filepath.Join(s.dir, stateCheckpointFile), msg, 0o600)
+}
+
+func runAuditVerify(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	af := addAPIFlags(fs, getenv)
+	stateDir := fs.String("state", getenv("VAULT_AUDIT_STATE"), "auditor state directory: pinned key and last checkpoint (VAULT_AUDIT_STATE)")
+	keyText := fs.String("key", "", "the vault's checkpoint verifier key (first run; from its checkpoint.vkey, out of band)")
+	chunks := fs.String("check-chunks", "1000", "live chunks to look up in the vault: a number (random sample), all, or 0")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if *stateDir == "" {
+		return errors.New("audit verify: --state is required")
+	}
+	check := -1
+	if *chunks != "all" {
+		n, err := strconv.Atoi(*chunks)
+		if err != nil || n < 0 {
+			return fmt.Errorf("audit verify: --check-chunks %q: want a number or all", *chunks)
+		}
+		check = n
+	}
+	c, err := af.client(getenv)
+	if err != nil {
+		return err
+	}
+	st := auditState{dir: *stateDir}
+	v, err := st.verifier(ctx, c, *keyText, stderr)
+	if err != nil {
+		return err
+	}
+	kept, err := st.kept(v)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	rep, err := audit.Verify(ctx, client.AuditSource{C: c}, audit.Options{Verifier: v, Kept: kept, CheckChunks: check})
+	if err != nil && !errors.Is(err, audit.ErrFailed) {
+		return err
+	}
+	if af.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		fmt.Fprintf(stdout, "checkpoint: %s, size %d, root %s\n", v.Name(), rep.Size, rep.Root)
+		if kept != nil {
+			fmt.Fprintf(stdout, "kept checkpoint: size %d\n", kept.Size)
+		} else {
+			fmt.Fprintln(stdout, "kept checkpoint: none (first run)")
+		}
+		fmt.Fprintf(stdout, "entries recomputed: %d; live chunks: %d, looked up: %d; %s\n",
+			rep.Entries, rep.LiveChunks, rep.ChunksChecked, time.Since(start).Round(time.Millisecond))
+		for _, f := range rep.Findings {
+			fmt.Fprintln(stdout, "FAIL", f)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("audit verify: %d problems found; the kept checkpoint was not updated", len(rep.Findings))
+	}
+	if err := st.keep(rep.Note); err != nil {
+		return fmt.Errorf("audit verify: keep checkpoint: %w", err)
+	}
+	if !af.json {
+		fmt.Fprintln(stdout, "OK: the log extends the kept checkpoint and every rule holds")
+	}
+	return nil
+}
+
+func runAuditProve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("audit prove-retained", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	af := addAPIFlags(fs, getenv)
+	stateDir := fs.String("state", getenv("VAULT_AUDIT_STATE"), "auditor state directory with the pinned key (VAULT_AUDIT_STATE)")
+	keyText := fs.String("key", "", "the vault's checkpoint verifier key, if none is pinned")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *stateDir == "" {
+		return errors.New("usage: vault audit prove-retained --state DIR HASH")
+	}
+	h, err := chunk.ParseHash(pos[0])
+	if err != nil {
+		return fmt.Errorf("audit prove-retained: %w", err)
+	}
+	c, err := af.client(getenv)
+	if err != nil {
+		return err
+	}
+	st := auditState{dir: *stateDir}
+	v, err := st.verifier(ctx, c, *keyText, stderr)
+	if err != nil {
+		return err
+	}
+	msg, err := c.AuditCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	cp, err := audit.OpenCheckpoint(msg, v)
+	if err != nil {
+		return err
+	}
+	if kept, err := st.kept(v); err != nil {
+		return err
+	} else if kept != nil && kept.Size > cp.Size {
+		return fmt.Errorf("audit prove-retained: the vault's checkpoint (size %d) is older than the kept one (%d): rolled back", cp.Size, kept.Size)
+	}
+	inc, err := c.AuditChunkInclusion(ctx, h, cp.Size)
+	if err != nil {
+		return err
+	}
+	e, err := audit.ParseEntry(inc.Index, []byte(inc.Payload))
+	if err != nil {
+		return fmt.Errorf("audit prove-retained: %w", err)
+	}
+	var d audit.ChunkCommit
+	if e.Action != audit.ActionChunkCommit || json.Unmarshal(e.Details, &d) != nil || d.Hash != h.String() {
+		return fmt.Errorf("audit prove-retained: entry %d is not the commit of %s", e.Seq, h)
+	}
+	if err := tlog.CheckRecord(inc.Proof, cp.Size, cp.Root, inc.Index, tlog.RecordHash([]byte(inc.Payload))); err != nil {
+		return fmt.Errorf("audit prove-retained: the inclusion proof does not verify against the signed checkpoint: %w", err)
+	}
+	stored, err := c.HasChunk(ctx, h)
+	if err != nil {
+		return err
+	}
+	if af.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"checkpoint": string(msg), "index": inc.Index, "size": cp.Size,
+			"proof": inc.Proof, "entry": json.RawMessage(inc.Payload), "verified": true, "stored": stored})
+	}
+	fmt.Fprintf(stdout, "chunk %s\n", h)
+	fmt.Fprintf(stdout, "committed: entry %d (leaf %d), %s, %d bytes by %s, retain until %s\n",
+		e.Seq, inc.Index, fmtTime(d.StoredAt), d.Size, d.UploadedBy, fmtTime(d.RetainUntil))
+	fmt.Fprintf(stdout, "checkpoint: size %d, root %s\n", cp.Size, cp.Root)
+	fmt.Fprintf(stdout, "inclusion proof (%d hashes):\n", len(inc.Proof))
+	for _, p := range inc.Proof {
+		fmt.Fprintf(stdout, "  %s\n", p)
+	}
+	fmt.Fprintf(stdout, "still stored: %s (run `vault audit verify` to check that any removal was an approved deletion)\n", yesNo(stored))
+	fmt.Fprintln(stdout, "OK: the proof verifies against the vault's signed checkpoint")
+	return nil
+}

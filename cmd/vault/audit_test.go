@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/wormvault/wormvault/internal/api"
+	"github.com/wormvault/wormvault/internal/auth"
+	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/clock"
+	"github.com/wormvault/wormvault/internal/config"
+	"github.com/wormvault/wormvault/internal/pgtest"
+	"github.com/wormvault/wormvault/internal/store"
+	"github.com/wormvault/wormvault/internal/store/disk"
+)
+
+type auditLogFixture struct {
+	dir    string // the vault's data directory
+	pool   *pgxpool.Pool
+	store  *store.Store
+	keys   checkpointKeys
+	env    map[string]string
+	chunks []chunk.Hash
+}
+
+func newAuditLogFixture(t testing.TB) *auditLogFixture {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	pool := pgtest.NewPool(t)
+	blobs, err := disk.Open(dir, disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(auditorEpoch)
+	log := slog.New(slog.DiscardHandler)
+	st := store.New(pool, blobs, clk, log, nil, store.Options{})
+	const vaultID = "audit-cli-test"
+	keys, err := loadCheckpointKey(dir, vaultID, log) // creates it, as serve does for an old data dir
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := auth.GenerateKey()
+	verifier := auth.NewVerifier(key.Public().(ed25519.PublicKey), vaultID, st, clk)
+	srv := httptest.NewServer(api.NewHandler(api.Options{Store: st, Verifier: verifier, Log: log, CheckpointKey: keys.vkey}))
+	t.Cleanup(srv.Close)
+	issuer := auth.NewIssuer(key, vaultID, clk)
+	tok, _, err := issuer.Issue(auth.RoleAuditor, "auditor-1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &auditLogFixture{dir: dir, pool: pool, store: st, keys: keys,
+		env: map[string]string{"VAULT_URL": srv.URL, "VAULT_TOKEN": tok}}
+	for i := range 4 {
+		b := bytes.Repeat([]byte{byte(i)}, 100+i)
+		h := chunk.Sum(b)
+		if _, err := st.PutChunk(ctx, "agent-1", h, bytes.NewReader(b), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		f.chunks = append(f.chunks, h)
+	}
+	f.integrate(t)
+	return f
+}
+
+// integrate does one round of the server's audit-log loop.
+func (f *auditLogFixture) integrate(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.store.IntegrateChunks(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signCheckpoint(ctx, f.store, f.dir, f.keys); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *auditLogFixture) run(t testing.TB, args ...string) cliResult {
+	t.Helper()
+	return runCLI(t, f.env, nil, args...)
+}
+
+func TestAuditVerifyCLI(t *testing.T) {
+	t.Parallel()
+	f := newAuditLogFixture(t)
+	ctx := context.Background()
+	state := filepath.Join(t.TempDir(), "state")
+
+	r := f.run(t, "audit", "verify", "--state", state, "--key", f.keys.vkey, "--check-chunks", "all")
+	if r.err != nil || !strings.Contains(r.stdout, "OK") || !strings.Contains(r.stdout, "entries recomputed: 4") {
+		t.Fatalf("first verify: %v\n%s\n%s", r.err, r.stdout, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(state, stateCheckpointFile)); err != nil || !strings.Contains(string(b), "\n4\n") {
+		t.Fatalf("kept checkpoint %q, %v", b, err)
+	}
+	// Trust on first use says so loudly.
+	tofu := filepath.Join(t.TempDir(), "tofu")
+	r = f.run(t, "audit", "verify", "--state", tofu)
+	if r.err != nil || !strings.Contains(r.stderr, "WARNING") || !strings.Contains(r.stderr, f.keys.vkey) {
+		t.Fatalf("TOFU verify: %v\n%s", r.err, r.stderr)
+	}
+	// Another key than the pinned one is refused.
+	r = f.run(t, "audit", "verify", "--state", state, "--key", "other+12345678+AQ==")
+	if r.err == nil || !strings.Contains(r.err.Error(), "pinned") {
+		t.Fatalf("verify with another key: %v", r.err)
+	}
+
+	r = f.run(t, "audit", "prove-retained", "--state", state, f.chunks[2].String())
+	if r.err != nil || !strings.Contains(r.stdout, "OK: the proof verifies") || !strings.Contains(r.stdout, "entry 3") {
+		t.Fatalf("prove-retained: %v\n%s\n%s", r.err, r.stdout, r.stderr)
+	}
+
+	// A chunk's row removed by hand: verify fails, names it, and keeps
+	// the old checkpoint.
+	if _, err := f.pool.Exec(ctx, "ALTER TABLE chunks DISABLE TRIGGER USER"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, "DELETE FROM chunks WHERE hash = $1", f.chunks[1][:]); err != nil {
+		t.Fatal(err)
+	}
+	b := []byte("one more")
+	f.store.PutChunk(ctx, "agent-1", chunk.Sum(b), bytes.NewReader(b), time.Time{})
+	f.integrate(t)
+	r = f.run(t, "audit", "verify", "--state", state, "--check-chunks", "all")
+	if r.err == nil || !strings.Contains(r.stdout, "chunk-removed") || !strings.Contains(r.stdout, f.chunks[1].String()) {
+		t.Fatalf("verify after a chunk vanished: %v\n%s", r.err, r.stdout)
+	}
+	if b, _ := os.ReadFile(filepath.Join(state, stateCheckpointFile)); !strings.Contains(string(b), "\n4\n") {
+		t.Errorf("the kept checkpoint moved after a failed run: %q", b)
+	}
+}
+
+// The rollback guard of `vault serve`: a database older than the data
+// directory's checkpoint is refused.
+func TestServeRollbackGuard(t *testing.T) {
+	t.Parallel()
+	f := newAuditLogFixture(t)
+	ctx := context.Background()
+	if err := guardRollback(ctx, f.store, f.dir, f.keys); err != nil {
+		t.Fatalf("guard on the live database: %v", err)
+	}
+	kept, err := os.ReadFile(filepath.Join(f.dir, config.LatestCheckpointFile))
+	if err != nil || !strings.Contains(string(kept), "\n4\n") {
+		t.Fatalf("latest-checkpoint %q, %v", kept, err)
+	}
+	// Restore "yesterday's" database: the last two entries are gone.
+	for _, sql := range []string{
+		"ALTER TABLE audit_log DISABLE TRIGGER USER", "ALTER TABLE audit_hashes DISABLE TRIGGER USER",
+		"DELETE FROM audit_log WHERE seq > 2",
+		"DELETE FROM audit_hashes WHERE idx >= " + strconv.FormatInt(tlog.StoredHashCount(2), 10),
+	} {
+		if _, err := f.pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	err = guardRollback(ctx, f.store, f.dir, f.keys)
+	if err == nil || !strings.Contains(err.Error(), "refusing to start") {
+		t.Fatalf("guard on the restored database = %v, want a refusal", err)
+	}
+}

@@ -1,0 +1,14 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// AppendAuditForTest appends an entry as a compromised server could: the
+// tamper tests forge log entries with it.
+func (s *Store) AppendAuditForTest(ctx context.Context, at time.Time, actor, action string, details any) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return appendAudit(ctx, tx, at, actor, action, details) })
+}
