@@ -23,21 +23,10 @@ deletion request.
 `
 
 func runHolds(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, holdsUsage)
-		return errors.New("holds: want 'holds list' or 'holds show ID'")
-	}
-	switch args[0] {
-	case "list":
-		return runHoldsList(ctx, args[1:], getenv, stdout, stderr)
-	case "show":
-		return runHoldsShow(ctx, args[1:], getenv, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, holdsUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, holdsUsage)
-	return fmt.Errorf("holds: unknown subcommand %q", args[0])
+	return dispatch(ctx, "holds", holdsUsage, "'holds list' or 'holds show ID'", map[string]command{
+		"list": runHoldsList,
+		"show": runHoldsShow,
+	}, args, getenv, stdout, stderr)
 }
 
 // holdTarget describes what a hold covers, in a few words.

@@ -23,21 +23,10 @@ vault as rest:https://restic:TOKEN@HOST/restic/REPO/ (docs/restic.md).
 `
 
 func runRestic(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, resticUsage)
-		return errors.New("restic: want 'restic repos' or 'restic retention REPO DURATION'")
-	}
-	switch args[0] {
-	case "repos":
-		return runResticRepos(ctx, args[1:], getenv, stdout, stderr)
-	case "retention":
-		return runResticRetention(ctx, args[1:], getenv, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, resticUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, resticUsage)
-	return fmt.Errorf("restic: unknown subcommand %q", args[0])
+	return dispatch(ctx, "restic", resticUsage, "'restic repos' or 'restic retention REPO DURATION'", map[string]command{
+		"repos":     runResticRepos,
+		"retention": runResticRetention,
+	}, args, getenv, stdout, stderr)
 }
 
 func runResticRepos(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

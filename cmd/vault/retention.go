@@ -20,21 +20,10 @@ Talks to the vault at VAULT_URL (or --url) with the token in VAULT_TOKEN
 `
 
 func runRetention(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, retentionUsage)
-		return errors.New("retention: want 'retention summary' or 'retention expiring'")
-	}
-	switch args[0] {
-	case "summary":
-		return runRetentionSummary(ctx, args[1:], getenv, stdout, stderr)
-	case "expiring":
-		return runRetentionExpiring(ctx, args[1:], getenv, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, retentionUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, retentionUsage)
-	return fmt.Errorf("retention: unknown subcommand %q", args[0])
+	return dispatch(ctx, "retention", retentionUsage, "'retention summary' or 'retention expiring'", map[string]command{
+		"summary":  runRetentionSummary,
+		"expiring": runRetentionExpiring,
+	}, args, getenv, stdout, stderr)
 }
 
 func runRetentionSummary(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

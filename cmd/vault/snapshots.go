@@ -23,21 +23,10 @@ Talks to the vault at VAULT_URL (or --url) with the token in VAULT_TOKEN
 `
 
 func runSnapshots(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, snapshotsUsage)
-		return errors.New("snapshots: want 'snapshots list' or 'snapshots show ID'")
-	}
-	switch args[0] {
-	case "list":
-		return runSnapshotsList(ctx, args[1:], getenv, stdout, stderr)
-	case "show":
-		return runSnapshotsShow(ctx, args[1:], getenv, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, snapshotsUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, snapshotsUsage)
-	return fmt.Errorf("snapshots: unknown subcommand %q", args[0])
+	return dispatch(ctx, "snapshots", snapshotsUsage, "'snapshots list' or 'snapshots show ID'", map[string]command{
+		"list": runSnapshotsList,
+		"show": runSnapshotsShow,
+	}, args, getenv, stdout, stderr)
 }
 
 func runSnapshotsList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
