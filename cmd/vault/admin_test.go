@@ -152,6 +152,36 @@ func TestAdminDeletionCommands(t *testing.T) {
 	if r := run(carol, append([]string{"admin", "deletions", "cancel", "1", "--reason", "late"}, rawKey("carol")...)...); r.err == nil {
 		t.Error("cancel after execution succeeded")
 	}
+
+	// The admin set changes through the same signed machinery, with the
+	// governance quorum and delay: add dave.
+	if r := runCLI(t, nil, nil, "admin", "keygen", "--out", filepath.Join(dir, "dave.key")); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r := run(alice, append([]string{"admin", "admins", "change", "--add", "dave=" + filepath.Join(dir, "dave.key.pub")}, rawKey("alice")...)...); r.err == nil {
+		t.Error("admins change without --reason succeeded")
+	}
+	r = run(alice, append([]string{"admin", "admins", "change", "--add", "dave=" + filepath.Join(dir, "dave.key.pub"),
+		"--reason", "new on-call admin"}, rawKey("alice")...)...)
+	if r.err != nil || !strings.Contains(r.stdout, "admin-set-change-request") {
+		t.Fatalf("admins change: %v\n%s", r.err, r.stdout)
+	}
+	for _, signer := range [][]string{sshKey, rawKey("carol")} {
+		if r := run(bob, append([]string{"admin", "deletions", "approve", "2"}, signer...)...); r.err != nil {
+			t.Fatalf("approve admin-set change: %v\n%s", r.err, r.stderr)
+		}
+	}
+	clk.Advance(store.DefaultDeletionDelay) // short of the governance delay
+	if r := run(bob, "admin", "execute-due"); r.err != nil || strings.Contains(r.stdout, "executed: [2]") {
+		t.Fatalf("admin-set change executed before the governance delay: %v\n%s", r.err, r.stdout)
+	}
+	clk.Advance(7 * 24 * time.Hour)
+	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: [2]") {
+		t.Fatalf("execute admin-set change: %v\n%s", r.err, r.stdout)
+	}
+	if r := run(bob, "admin", "admins", "show"); r.err != nil || !strings.Contains(r.stdout, "dave") {
+		t.Errorf("admins show after adding dave: %v\n%s", r.err, r.stdout)
+	}
 }
 
 // mustSSHKey makes an OpenSSH key pair with ssh-keygen and returns the
