@@ -39,10 +39,8 @@ func (s *Store) PutBatch(ctx context.Context, uploader string, items []BatchItem
 		return nil, err
 	}
 	results := make([]BatchResult, len(items))
-	hashes := make([]chunk.Hash, len(items))
 	for i, it := range items {
 		results[i].Hash = it.Hash
-		hashes[i] = it.Hash
 		switch {
 		case int64(len(it.Data)) > s.opts.MaxChunkSize:
 			results[i].Err = fmt.Errorf("store: chunk %s: %w", it.Hash, ErrTooLarge)
@@ -52,9 +50,23 @@ func (s *Store) PutBatch(ctx context.Context, uploader string, items []BatchItem
 			results[i].Err = fmt.Errorf("store: chunk %s: %w", it.Hash, chunk.ErrHashMismatch)
 		}
 	}
-	present, err := s.present(ctx, s.pool, hashes)
-	if err != nil {
-		return nil, err
+	// Small chunks go to the group committer, which looks them up for the
+	// whole group itself; only chunks that become files are looked up
+	// here, so that a stored one is not rewritten.
+	packed := func(it BatchItem) bool {
+		return s.committer != nil && int64(len(it.Data)) <= s.opts.PackThreshold
+	}
+	var files []chunk.Hash
+	for i, it := range items {
+		if results[i].Err == nil && !packed(it) {
+			files = append(files, it.Hash)
+		}
+	}
+	present := map[chunk.Hash]struct{}{}
+	if len(files) > 0 {
+		if present, err = s.present(ctx, s.pool, files); err != nil {
+			return nil, err
+		}
 	}
 
 	var pending []*commitItem
@@ -63,12 +75,12 @@ func (s *Store) PutBatch(ctx context.Context, uploader string, items []BatchItem
 		if results[i].Err != nil {
 			continue
 		}
-		if _, ok := present[it.Hash]; ok {
-			s.metrics.dedupHits.Inc()
-			continue
-		}
 		ci := &commitItem{hash: it.Hash, size: int64(len(it.Data)), uploader: uploader, now: now, until: until}
-		if s.committer == nil || int64(len(it.Data)) > s.opts.PackThreshold {
+		if !packed(it) {
+			if _, ok := present[it.Hash]; ok {
+				s.metrics.dedupHits.Inc()
+				continue
+			}
 			// Chunks that become files are written and indexed one by
 			// one, under their hash lock.
 			_, results[i].Created, results[i].Err = s.putFile(ctx, ci, bytes.NewReader(it.Data))

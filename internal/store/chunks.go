@@ -140,9 +140,6 @@ func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, bod
 			return PutResult{}, err
 		}
 	}
-	if it.data != nil {
-		s.metrics.dedupHits.Inc()
-	}
 	c, err := s.extend(ctx, uploader, existing, extendTo(retainUntil, until))
 	return PutResult{Chunk: c}, err
 }

@@ -192,6 +192,7 @@ func (c *committer) append(items []*commitItem) (sealed int64) {
 		if row, ok := stored[it.hash]; ok {
 			// Already stored: answer now. A dedup hit never waits for the
 			// group's fsync and commit.
+			c.s.metrics.dedupHits.Inc()
 			it.existing = row
 			it.done <- commitResult{row: *row}
 			continue
