@@ -153,6 +153,18 @@ func (d *Disk) init() error {
 	if err := d.fs.SyncDir(d.dir); err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
+	// The 256 first-level fan-out directories exist from the start (one
+	// directory sync here), so that a new leaf directory costs one parent
+	// sync on the upload path, not two.
+	for i := range 256 {
+		top := filepath.Join(d.blobs, fmt.Sprintf("%02x", i))
+		if err := d.fs.MkdirAll(top, dirPerm); err != nil {
+			return fmt.Errorf("create directory: %w", err)
+		}
+	}
+	if err := d.fs.SyncDir(d.blobs); err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
 	if err := d.probe(); err != nil {
 		return fmt.Errorf("write probe in %s: %w", d.blobs, err)
 	}

@@ -135,15 +135,13 @@ func (d *Disk) mkdirs(h chunk.Hash, dir string) error {
 	if d.durable[i].Load() {
 		return nil
 	}
-	// MkdirAll cannot say which levels it created, and a concurrent Put may
-	// have created them without having synced their parents yet. So until
-	// this process has synced them once, sync both parents: at most two
-	// extra fsyncs per fan-out directory per process. Without them a crash
-	// could drop a new directory, and with it a blob we reported durable.
+	// MkdirAll cannot say whether it created the leaf, and a concurrent Put
+	// may have created it without having synced its parent yet. So until
+	// this process has synced it once, sync the parent: at most one extra
+	// fsync per leaf directory per process (the first level was made and
+	// synced by Open). Without it a crash could drop a new directory, and
+	// with it a blob we reported durable.
 	if err := d.fs.SyncDir(filepath.Dir(dir)); err != nil {
-		return fmt.Errorf("sync directory: %w", err)
-	}
-	if err := d.fs.SyncDir(d.blobs); err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	d.durable[i].Store(true)
