@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -215,4 +216,28 @@ func dispatch(ctx context.Context, group, usage, want string, subs map[string]co
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%s: unknown subcommand %q", group, args[0])
+}
+
+// idCommand parses the flags of a "<group> show ID" command and returns a
+// client, the flags and the id (what names the kind of id in errors).
+func idCommand(cmd, what string, args []string, getenv func(string) string, stderr io.Writer) (*client.Client, *apiFlags, int64, error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	af := addAPIFlags(fs, getenv)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if len(pos) != 1 {
+		return nil, nil, 0, fmt.Errorf("%s: want exactly one %s id", cmd, what)
+	}
+	id, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || id <= 0 {
+		return nil, nil, 0, fmt.Errorf("%s: %q is not a %s id", cmd, pos[0], what)
+	}
+	c, err := af.client(getenv)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return c, af, id, nil
 }

@@ -98,23 +98,9 @@ func runHoldsList(ctx context.Context, args []string, getenv func(string) string
 }
 
 func runHoldsShow(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("holds show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	af := addAPIFlags(fs, getenv)
-	pos, err := parseArgs(fs, args)
+	c, af, id, err := idCommand("holds show", "hold", args, getenv, stderr)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("holds show: want exactly one hold id")
-	}
-	id, err := strconv.ParseInt(pos[0], 10, 64)
-	if err != nil || id <= 0 {
-		return fmt.Errorf("holds show: %q is not a hold id", pos[0])
-	}
-	c, err := af.client(getenv)
-	if err != nil {
-		return fmt.Errorf("holds show: %w", err)
 	}
 	h, err := c.Hold(ctx, id)
 	if err != nil {

@@ -107,23 +107,9 @@ func runSnapshotsList(ctx context.Context, args []string, getenv func(string) st
 }
 
 func runSnapshotsShow(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("snapshots show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	af := addAPIFlags(fs, getenv)
-	pos, err := parseArgs(fs, args)
+	c, af, id, err := idCommand("snapshots show", "snapshot", args, getenv, stderr)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("snapshots show: want exactly one snapshot id")
-	}
-	id, err := strconv.ParseInt(pos[0], 10, 64)
-	if err != nil || id <= 0 {
-		return fmt.Errorf("snapshots show: %q is not a snapshot id", pos[0])
-	}
-	c, err := af.client(getenv)
-	if err != nil {
-		return fmt.Errorf("snapshots show: %w", err)
 	}
 	s, err := c.Snapshot(ctx, id)
 	if err != nil {
