@@ -136,7 +136,13 @@ func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, bod
 	// first: both callers succeed, and this one may still extend retention.
 	existing := row.chunk()
 	if row.Hash == nil {
-		if existing, err = s.Stat(ctx, h); err != nil {
+		existing, err = s.Stat(ctx, h)
+		if errors.Is(err, ErrNotFound) {
+			// It was there at the group lookup and a deletion executing
+			// meanwhile took it: not stored, so not acknowledged.
+			return PutResult{}, fmt.Errorf("store: chunk %s was deleted during the upload; upload it again: %w", h, ErrConflict)
+		}
+		if err != nil {
 			return PutResult{}, err
 		}
 	}
