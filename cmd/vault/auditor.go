@@ -241,3 +241,16 @@ func idCommand(cmd, what string, args []string, getenv func(string) string, stde
 	}
 	return c, af, id, nil
 }
+
+// parseNoArgs parses the flags of a command that takes no positional
+// arguments.
+func parseNoArgs(cmd string, fs *flag.FlagSet, args []string) error {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", cmd, pos[0])
+	}
+	return nil
+}

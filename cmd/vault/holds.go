@@ -45,12 +45,8 @@ func runHoldsList(ctx context.Context, args []string, getenv func(string) string
 	fs.SetOutput(stderr)
 	af := addAPIFlags(fs, getenv)
 	limit := fs.Int("limit", 100, "at most this many holds (0: all)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	if err := parseNoArgs("holds list", fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("holds list: unexpected argument %q", pos[0])
 	}
 	if *limit < 0 {
 		return errors.New("holds list: --limit must be 0 (all) or more")

@@ -33,12 +33,8 @@ func runResticRepos(ctx context.Context, args []string, getenv func(string) stri
 	fs := flag.NewFlagSet("restic repos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	af := addAPIFlags(fs, getenv)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	if err := parseNoArgs("restic repos", fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("restic repos: unexpected argument %q", pos[0])
 	}
 	c, err := af.client(getenv)
 	if err != nil {

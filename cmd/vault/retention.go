@@ -30,12 +30,8 @@ func runRetentionSummary(ctx context.Context, args []string, getenv func(string)
 	fs := flag.NewFlagSet("retention summary", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	af := addAPIFlags(fs, getenv)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	if err := parseNoArgs("retention summary", fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("retention summary: unexpected argument %q", pos[0])
 	}
 	c, err := af.client(getenv)
 	if err != nil {

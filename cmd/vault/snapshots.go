@@ -42,12 +42,9 @@ func runSnapshotsList(ctx context.Context, args []string, getenv func(string) st
 	fromText := fs.String("from", "", "taken at or after this date (YYYY-MM-DD or RFC 3339)")
 	beforeText := fs.String("before", "", "taken before this date (YYYY-MM-DD or RFC 3339)")
 	limit := fs.Int("limit", 100, "at most this many snapshots (0: all)")
-	pos, err := parseArgs(fs, args)
+	err := parseNoArgs("snapshots list", fs, args)
 	if err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("snapshots list: unexpected argument %q", pos[0])
 	}
 	if *limit < 0 {
 		return errors.New("snapshots list: --limit must be 0 (all) or more")

@@ -73,13 +73,16 @@ func int64Param(r *http.Request, name string) (int64, error) {
 	return n, nil
 }
 
-func (h *handler) auditLeaves(w http.ResponseWriter, r *http.Request) {
-	from, err := int64Param(r, "from")
-	if err != nil {
-		h.writeError(w, r, err)
-		return
+// rangeParams reads the required from and to of a range of the log.
+func rangeParams(r *http.Request) (from, to int64, err error) {
+	if from, err = int64Param(r, "from"); err == nil {
+		to, err = int64Param(r, "to")
 	}
-	to, err := int64Param(r, "to")
+	return from, to, err
+}
+
+func (h *handler) auditLeaves(w http.ResponseWriter, r *http.Request) {
+	from, to, err := rangeParams(r)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -139,12 +142,7 @@ func (h *handler) auditInclusion(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) auditConsistency(w http.ResponseWriter, r *http.Request) {
-	from, err := int64Param(r, "from")
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	to, err := int64Param(r, "to")
+	from, to, err := rangeParams(r)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
