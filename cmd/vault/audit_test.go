@@ -80,9 +80,6 @@ func newAuditLogFixture(t testing.TB) *auditLogFixture {
 func (f *auditLogFixture) integrate(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := f.store.IntegrateChunks(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := signCheckpoint(ctx, f.store, f.dir, f.keys); err != nil {
 		t.Fatal(err)
 	}

@@ -122,8 +122,9 @@ func signCheckpoint(ctx context.Context, st *store.Store, dir string, k checkpoi
 	return signed, writeFileAtomic(path, cp.Note, 0o644)
 }
 
-// runAuditLog integrates chunk commits into the log and signs checkpoints
-// every interval (at most once per interval) until ctx is done.
+// runAuditLog signs checkpoints every interval (at most once per
+// interval) until ctx is done. Chunk commits are logged by the group
+// commit itself.
 func runAuditLog(ctx context.Context, st *store.Store, dir string, k checkpointKeys, every time.Duration, log *slog.Logger) {
 	log = log.With("component", "audit-log")
 	t := time.NewTicker(every)
@@ -133,18 +134,6 @@ func runAuditLog(ctx context.Context, st *store.Store, dir string, k checkpointK
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		for {
-			n, err := st.IntegrateChunks(ctx, store.DefaultIntegrateBatch)
-			if err != nil {
-				if ctx.Err() == nil {
-					log.Error("integrating chunk commits failed", "err", err)
-				}
-				break
-			}
-			if n < store.DefaultIntegrateBatch {
-				break
-			}
 		}
 		if _, err := signCheckpoint(ctx, st, dir, k); err != nil && ctx.Err() == nil {
 			log.Error("ALERT: cannot sign an audit checkpoint", "err", err)

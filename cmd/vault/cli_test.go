@@ -316,6 +316,15 @@ func TestTokenRevoke(t *testing.T) {
 	if reason != "laptop stolen" || !strings.HasPrefix(by, "cli") {
 		t.Errorf("revoked_tokens row: reason %q, revoked_by %q; want \"laptop stolen\", cli:<user>", reason, by)
 	}
+	// The CLI does not hold the data directory's journal, so the server
+	// logs the revocation when it hears of it, once.
+	st := store.New(pool, nil, clock.Real{}, slog.New(slog.DiscardHandler), nil, store.Options{})
+	if n, err := st.LogRevocations(context.Background()); err != nil || n != 1 {
+		t.Fatalf("LogRevocations = %d, %v; want 1", n, err)
+	}
+	if n, err := st.LogRevocations(context.Background()); err != nil || n != 0 {
+		t.Fatalf("LogRevocations again = %d, %v; want 0", n, err)
+	}
 	var action, payload string
 	if err := pool.QueryRow(context.Background(), "SELECT action, payload FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&action, &payload); err != nil {
 		t.Fatalf("audit entry of the revocation: %v", err)
@@ -324,7 +333,6 @@ func TestTokenRevoke(t *testing.T) {
 		t.Errorf("last audit entry = %s %s, want token.revoke naming %s", action, payload, p.JTI)
 	}
 	// The vault now refuses the token.
-	st := store.New(pool, nil, clock.Real{}, slog.New(slog.DiscardHandler), nil, store.Options{})
 	if _, err := auth.NewVerifier(pub, id, st, clock.Real{}).Verify(context.Background(), tok); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Errorf("verifying a revoked token: error = %v, want ErrUnauthenticated", err)
 	}

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/clock"
 	"github.com/wormvault/wormvault/internal/config"
+	"github.com/wormvault/wormvault/internal/journal"
 	"github.com/wormvault/wormvault/internal/notify"
 	"github.com/wormvault/wormvault/internal/store"
 	"github.com/wormvault/wormvault/internal/store/disk"
@@ -61,6 +64,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		defer packs.Close()
 	}
+	// The journal: the data directory's copy of the audit log, written
+	// before each change commits (invariant 8).
+	jdir := filepath.Join(cfg.DataDir, config.JournalDir)
+	_, statErr := os.Stat(jdir)
+	freshJournal := errors.Is(statErr, iofs.ErrNotExist)
+	jnl, err := journal.Open(jdir)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer jnl.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	clk := clock.Real{}
@@ -85,6 +98,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		},
 		Notify:  notifyFn,
 		VaultID: v.ID,
+		Journal: jnl,
 	})
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.
@@ -101,6 +115,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := guardRollback(ctx, st, cfg.DataDir, ckpt); err != nil {
 		return err
 	}
+	jrep, err := st.CheckJournal(ctx, freshJournal)
+	if err != nil {
+		return fmt.Errorf("serve: refusing to start: %w", err)
+	}
+	log.Info("journal checked", "entries", jrep.JournalEntries, "imported", jrep.Imported, "rolled_forward", jrep.RolledForward)
 
 	if err := seedAdmins(ctx, st, cfg.DataDir, log); err != nil {
 		return err

@@ -28,8 +28,9 @@ func TestAuditLogEndpoints(t *testing.T) {
 		ts.put(t, h, b, http.StatusCreated)
 		hashes = append(hashes, h.String())
 	}
-	if n, err := ts.store.IntegrateChunks(ctx, 0); err != nil || n != 3 {
-		t.Fatalf("IntegrateChunks = %d, %v", n, err)
+	// Logged in the transactions that indexed them: nothing to backfill.
+	if n, err := ts.store.IntegrateChunks(ctx, 0); err != nil || n != 0 {
+		t.Fatalf("IntegrateChunks = %d, %v; want 0", n, err)
 	}
 	skey, vkey, _ := note.GenerateKey(rand.Reader, audit.Origin(testVaultID))
 	signer, _ := note.NewSigner(skey)

@@ -292,19 +292,20 @@ func TestAuditLog(t *testing.T) {
 		} `json:"entries"`
 	}
 	decodeJSON(t, resp, &got)
-	if len(got.Entries) != 1 {
-		t.Fatalf("audit entries = %d, want 1; body %s", len(got.Entries), resp.body)
+	// The chunk's commit, logged with its row, then the extension.
+	if len(got.Entries) != 2 || got.Entries[0].Action != "chunk.commit" {
+		t.Fatalf("audit entries = %d, want the chunk's commit and its extension; body %s", len(got.Entries), resp.body)
 	}
-	e := got.Entries[0]
-	if e.Seq != 1 || e.Actor != "test-agent" || e.Action != "chunk.retain" || !e.At.Equal(t0) || len(e.Hash) != 32 ||
+	e := got.Entries[1]
+	if e.Seq != 2 || e.Actor != "test-agent" || e.Action != "chunk.retain" || !e.At.Equal(t0) || len(e.Hash) != 32 ||
 		!strings.Contains(e.Payload, h.String()) || !strings.Contains(e.Payload, until.Format(time.RFC3339)) {
-		t.Errorf("audit entry = %+v, want seq 1 by test-agent, chunk.retain of %s until %v at %v", e, h, until, t0)
+		t.Errorf("audit entry = %+v, want seq 2 by test-agent, chunk.retain of %s until %v at %v", e, h, until, t0)
 	}
 
-	resp = ts.do(t, http.MethodGet, "/v1/audit?after=1", auditor, nil, nil)
+	resp = ts.do(t, http.MethodGet, "/v1/audit?after=2", auditor, nil, nil)
 	decodeJSON(t, resp, &got)
 	if resp.StatusCode != http.StatusOK || got.Entries == nil || len(got.Entries) != 0 {
-		t.Errorf("GET /v1/audit?after=1: status %d, body %s; want 200 and no entries", resp.StatusCode, resp.body)
+		t.Errorf("GET /v1/audit?after=2: status %d, body %s; want 200 and no entries", resp.StatusCode, resp.body)
 	}
 	for _, q := range []string{"after=-1", "after=x", "limit=0", "limit=1001", "limit=x"} {
 		wantError(t, ts.do(t, http.MethodGet, "/v1/audit?"+q, auditor, nil, nil), http.StatusBadRequest, "invalid")

@@ -61,6 +61,9 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, chunk.ErrHashMismatch) && !errors.Is(err, store.ErrCorrupt):
 		return http.StatusUnprocessableEntity, "hash_mismatch"
+	case errors.Is(err, store.ErrIntegrity):
+		// Before unavailable: an integrity failure is not fixed by a retry.
+		return http.StatusInternalServerError, "integrity"
 	case errors.Is(err, store.ErrClockSkew):
 		return http.StatusServiceUnavailable, "clock_skew"
 	case errors.Is(err, store.ErrUnavailable):
@@ -99,6 +102,8 @@ func publicMessage(status int, code string, err error) string {
 		return "stored content is missing; it is not served (the operator has been alerted)"
 	case "unavailable":
 		return "the vault's index is unavailable; retry later"
+	case "integrity":
+		return "the vault's index disagrees with its own records; nothing more is changed until an operator repairs it (the operator has been alerted)"
 	case "clock_skew":
 		return "the server's and the database's clocks disagree; nothing time-locked is executed until they agree (the operator has been alerted)"
 	case "insufficient_storage":

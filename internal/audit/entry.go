@@ -57,8 +57,10 @@ const (
 	ActionDeletionExpire   = "deletion.expire"
 )
 
-// ChunkCommit is the details of a chunk.commit entry, written by the
-// vault's integrator for every stored chunk.
+// ChunkCommit is the details of a chunk.commit entry, written in the
+// transaction that indexes the chunk (the group commit), so that no
+// acknowledged chunk is missing from the log. A packed chunk's entry says
+// where its record is.
 type ChunkCommit struct {
 	Hash        string    `json:"hash"`
 	Size        int64     `json:"size"`
@@ -66,6 +68,8 @@ type ChunkCommit struct {
 	StoredAt    time.Time `json:"stored_at"`
 	RetainUntil time.Time `json:"retain_until"`
 	ChunkSeq    int64     `json:"chunk_seq"`
+	PackID      int64     `json:"pack_id,omitempty"`
+	PackOffset  int64     `json:"pack_offset,omitempty"`
 }
 
 // ChunkRemove is the details of a chunk.remove entry, written by the

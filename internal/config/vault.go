@@ -127,4 +127,7 @@ const (
 	CheckpointKeyFile      = "checkpoint.key"  // note signer key, 0600
 	CheckpointVerifierFile = "checkpoint.vkey" // its public verifier key, for auditors
 	LatestCheckpointFile   = "latest-checkpoint"
+	// JournalDir holds the journal of audit entries (internal/journal):
+	// the authoritative record the index can be rebuilt from.
+	JournalDir = "journal"
 )

@@ -160,7 +160,7 @@ func (s *Store) SeedAdminSet(ctx context.Context, g Genesis) error {
 		for _, a := range g.Admins {
 			names = append(names, a.Name+" "+a.Key.Fingerprint())
 		}
-		return appendAudit(ctx, tx, now, "vault", "admin_set.genesis", map[string]any{
+		return s.appendAudit(ctx, tx, now, "vault", "admin_set.genesis", map[string]any{
 			"version": 1, "admins": names, "keys": adminKeys(g.Admins), "approvals_required": g.Policy.ApprovalsRequired,
 			"delay": time.Duration(g.Policy.Delay).String(), "governance_approvals": g.Policy.GovernanceApprovals,
 			"governance_delay": time.Duration(g.Policy.GovernanceDelay).String(),
@@ -459,7 +459,7 @@ func signatureDetails(sig Signature, statement []byte) map[string]any {
 func (s *Store) auditRefused(ctx context.Context, actor, action string, id int64, sig Signature, cause error) {
 	now := s.clk.Now()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		return appendAudit(ctx, tx, now, actor, "deletion."+action+".refused", map[string]any{
+		return s.appendAudit(ctx, tx, now, actor, "deletion."+action+".refused", map[string]any{
 			"deletion_id": id, "signer": sig.Signer, "format": sig.Format, "reason": cause.Error(),
 		})
 	})
@@ -503,7 +503,7 @@ func (s *Store) SignRequest(ctx context.Context, actor string, id int64, sig Sig
 		msg, _ := s.statementFor(d, approval.ActionRequest, sig.Signer)
 		details := signatureDetails(sig, msg)
 		details["deletion_id"] = id
-		return appendAudit(ctx, tx, now, actor, "deletion.sign", details)
+		return s.appendAudit(ctx, tx, now, actor, "deletion.sign", details)
 	})
 	if err != nil {
 		if errors.Is(err, ErrBadSignature) {
@@ -632,7 +632,7 @@ func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c
 			// first): nothing to do, and the report says why.
 			rep.Skipped["admin_set:not_applicable"]++
 			s.log.WarnContext(ctx, "admin-set change no longer applies; nothing changed", "deletion_id", id, "err", err)
-			return appendAudit(ctx, tx, now, "executor", "admin_set.skipped", map[string]any{"deletion_id": id, "reason": err.Error()})
+			return s.appendAudit(ctx, tx, now, "executor", "admin_set.skipped", map[string]any{"deletion_id": id, "reason": err.Error()})
 		}
 		reqID := id
 		if err := insertAdminSet(ctx, tx, cur.Version+1, p, now, &reqID, admins); err != nil {
@@ -641,7 +641,7 @@ func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c
 		rep.AdminSetVersion = cur.Version + 1
 		// The whole new set with its keys and policy: an auditor verifies
 		// later signatures from the log alone.
-		return appendAudit(ctx, tx, now, "executor", "admin_set.change", map[string]any{
+		return s.appendAudit(ctx, tx, now, "executor", "admin_set.change", map[string]any{
 			"deletion_id": id, "version": cur.Version + 1, "op": c.Op, "admin": c.Name,
 			"keys": adminKeys(admins), "approvals_required": p.ApprovalsRequired, "delay": time.Duration(p.Delay).String(),
 			"governance_approvals": p.GovernanceApprovals, "governance_delay": time.Duration(p.GovernanceDelay).String(),

@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/wormvault/wormvault/internal/journal"
 )
 
 // AuditEntry is one entry of the audit log: a leaf of its Merkle tree
@@ -53,8 +55,8 @@ func auditHash(prev []byte, payload string) []byte {
 // appendAudit writes one audit entry inside tx, the transaction of the
 // change it records (invariant 6): the entry, its Merkle tree hashes and the
 // change commit together or not at all.
-func appendAudit(ctx context.Context, tx pgx.Tx, at time.Time, actor, action string, details any) error {
-	_, err := appendAuditBatch(ctx, tx, []auditRecord{{at: at, actor: actor, action: action, details: details}})
+func (s *Store) appendAudit(ctx context.Context, tx pgx.Tx, at time.Time, actor, action string, details any) error {
+	_, err := s.appendAuditBatch(ctx, tx, []auditRecord{{at: at, actor: actor, action: action, details: details}})
 	return err
 }
 
@@ -70,36 +72,75 @@ type auditRecord struct {
 // gaps; each entry's payload is its Merkle leaf (leaf index seq-1) and the
 // tree's stored hashes (tlog.StoredHashes) are written with it. The hash
 // chain of 002 is still written alongside.
-func appendAuditBatch(ctx context.Context, tx pgx.Tx, recs []auditRecord) (int64, error) {
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", auditLock); err != nil {
-		return 0, fmt.Errorf("audit: lock: %w", err)
-	}
-	var seq int64
-	prev := make([]byte, sha256.Size)
-	err := tx.QueryRow(ctx, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&seq, &prev)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("audit: last entry: %w", err)
-	}
-	hr := newTxHashReader(ctx, tx)
-	if err := ensureTreeHashes(ctx, tx, hr, seq); err != nil {
+//
+// Before the rows are written, the entries are appended to the data
+// directory's journal and fsynced (invariant 8): the lock is held until
+// tx ends, so the journal's order is the log's. A transaction that rolls
+// back leaves journal entries that the next append replaces.
+func (s *Store) appendAuditBatch(ctx context.Context, tx pgx.Tx, recs []auditRecord) (int64, error) {
+	head, err := lockAuditHead(ctx, tx)
+	if err != nil {
 		return 0, err
 	}
-	first := seq + 1
-	n := len(recs)
+	payloads := make([][]byte, len(recs))
+	for i, r := range recs {
+		seq := head.seq + 1 + int64(i)
+		if payloads[i], err = json.Marshal(auditPayload{Seq: seq, At: r.at.UTC(), Actor: r.actor, Action: r.action, Details: r.details}); err != nil {
+			return 0, fmt.Errorf("audit: encode: %w", err)
+		}
+	}
+	if err := s.journalAppend(ctx, head.seq, head.payload, payloads); err != nil {
+		return 0, err
+	}
+	if err := writeEntries(ctx, tx, head, payloads); err != nil {
+		return 0, err
+	}
+	return head.seq + 1, nil
+}
+
+// auditHead is the log's last entry, read under the append lock.
+type auditHead struct {
+	seq     int64
+	hash    []byte // of the 002 hash chain
+	payload string
+}
+
+// lockAuditHead takes the append lock for tx and reads the last entry.
+func lockAuditHead(ctx context.Context, tx pgx.Tx) (auditHead, error) {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", auditLock); err != nil {
+		return auditHead{}, fmt.Errorf("audit: lock: %w", err)
+	}
+	h := auditHead{hash: make([]byte, sha256.Size)}
+	err := tx.QueryRow(ctx, "SELECT seq, hash, payload FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&h.seq, &h.hash, &h.payload)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return auditHead{}, fmt.Errorf("audit: last entry: %w", err)
+	}
+	return h, nil
+}
+
+// writeEntries inserts payloads as the entries after head, with their
+// Merkle tree hashes and hash-chain links. The caller holds the lock.
+func writeEntries(ctx context.Context, tx pgx.Tx, head auditHead, payloads [][]byte) error {
+	hr := newTxHashReader(ctx, tx)
+	if err := ensureTreeHashes(ctx, tx, hr, head.seq); err != nil {
+		return err
+	}
+	n := len(payloads)
 	seqs, ats := make([]int64, n), make([]time.Time, n)
-	actors, actions, payloads := make([]string, n), make([]string, n), make([]string, n)
+	actors, actions, texts := make([]string, n), make([]string, n), make([]string, n)
 	prevs, hashes := make([][]byte, n), make([][]byte, n)
 	var idxs []int64
 	var tree [][]byte
-	for i, r := range recs {
-		seq++
-		b, err := json.Marshal(auditPayload{Seq: seq, At: r.at.UTC(), Actor: r.actor, Action: r.action, Details: r.details})
-		if err != nil {
-			return 0, fmt.Errorf("audit: encode: %w", err)
+	prev := head.hash
+	for i, b := range payloads {
+		seq := head.seq + 1 + int64(i)
+		var p auditPayload
+		if err := json.Unmarshal(b, &p); err != nil || p.Seq != seq {
+			return fmt.Errorf("%w: entry %d does not decode as entry %d", ErrAuditTree, p.Seq, seq)
 		}
 		stored, err := tlog.StoredHashes(seq-1, b, hr)
 		if err != nil {
-			return 0, fmt.Errorf("audit: tree hashes of entry %d: %w", seq, err)
+			return fmt.Errorf("audit: tree hashes of entry %d: %w", seq, err)
 		}
 		base := tlog.StoredHashIndex(0, seq-1)
 		for j, h := range stored {
@@ -107,23 +148,51 @@ func appendAuditBatch(ctx context.Context, tx pgx.Tx, recs []auditRecord) (int64
 			idxs = append(idxs, base+int64(j))
 			tree = append(tree, h[:])
 		}
-		seqs[i], ats[i], actors[i], actions[i], payloads[i] = seq, r.at, r.actor, r.action, string(b)
-		prevs[i], hashes[i] = prev, auditHash(prev, payloads[i])
+		seqs[i], ats[i], actors[i], actions[i], texts[i] = seq, p.At, p.Actor, p.Action, string(b)
+		prevs[i], hashes[i] = prev, auditHash(prev, texts[i])
 		prev = hashes[i]
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO audit_log (seq, at, actor, action, payload, prev_hash, hash)
+	_, err := tx.Exec(ctx, `INSERT INTO audit_log (seq, at, actor, action, payload, prev_hash, hash)
 		SELECT * FROM unnest(@seq::bigint[], @at::timestamptz[], @actor::text[], @action::text[], @payload::text[],
 			@prev::bytea[], @hash::bytea[])`, pgx.NamedArgs{
-		"seq": seqs, "at": ats, "actor": actors, "action": actions, "payload": payloads, "prev": prevs, "hash": hashes,
+		"seq": seqs, "at": ats, "actor": actors, "action": actions, "payload": texts, "prev": prevs, "hash": hashes,
 	})
 	if err != nil {
-		return 0, fmt.Errorf("audit: append: %w", err)
+		return fmt.Errorf("audit: append: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`,
 		idxs, tree); err != nil {
-		return 0, fmt.Errorf("audit: append tree hashes: %w", err)
+		return fmt.Errorf("audit: append tree hashes: %w", err)
 	}
-	return first, nil
+	return nil
+}
+
+// journalAppend writes entries to the journal, if the store has one. A
+// divergence between the database's log and the journal is an alarm: the
+// append fails, so no change is made that the journal does not hold.
+func (s *Store) journalAppend(ctx context.Context, dbHead int64, headPayload string, payloads [][]byte) error {
+	j := s.opts.Journal
+	if j == nil {
+		return nil
+	}
+	recs := make([]journal.Record, len(payloads))
+	for i, p := range payloads {
+		recs[i] = journal.Record{Seq: dbHead + 1 + int64(i), Payload: p}
+	}
+	var head []byte
+	if dbHead > 0 {
+		head = []byte(headPayload)
+	}
+	if err := j.Append(dbHead, head, recs); err != nil {
+		if errors.Is(err, journal.ErrDiverged) {
+			s.metrics.journalDiverged.Inc()
+			s.log.ErrorContext(ctx, "ALERT: the database's audit log diverges from the data directory's journal; "+
+				"nothing more is recorded until an operator runs `vault reindex`", "err", err)
+			return fmt.Errorf("%w: %w", ErrIntegrity, err)
+		}
+		return fmt.Errorf("audit: journal: %w", err)
+	}
+	return nil
 }
 
 // AuditEntries returns up to limit entries with seq > after, in order.

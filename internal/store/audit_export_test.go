@@ -10,5 +10,5 @@ import (
 // AppendAuditForTest appends an entry as a compromised server could: the
 // tamper tests forge log entries with it.
 func (s *Store) AppendAuditForTest(ctx context.Context, at time.Time, actor, action string, details any) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return appendAudit(ctx, tx, at, actor, action, details) })
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.appendAudit(ctx, tx, at, actor, action, details) })
 }

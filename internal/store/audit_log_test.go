@@ -79,8 +79,11 @@ func newAuditScenario(t testing.TB) *auditScenario {
 		b, _ := randomChunk(t, 200)
 		ds.mustPut(t, b)
 	}
-	if n, err := ds.IntegrateChunks(ctx, 0); err != nil || n != 5 {
-		t.Fatalf("IntegrateChunks = %d, %v; want 5", n, err)
+	// Chunk commits are logged in the transaction that indexes them.
+	var logged int
+	ds.pool.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE action = 'chunk.commit'").Scan(&logged)
+	if logged != 5 {
+		t.Fatalf("%d chunk.commit entries after 5 uploads, want 5", logged)
 	}
 	if _, err := ds.Retain(ctx, "agent-1", []chunk.Hash{live}, epoch.Add(400*24*time.Hour)); err != nil {
 		t.Fatal(err)
@@ -212,33 +215,12 @@ func TestAuditMerkleLog(t *testing.T) {
 	// A second run with more entries checks consistency with the first.
 	b, _ := randomChunk(t, 300)
 	sc.mustPut(t, b)
-	if _, err := sc.IntegrateChunks(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
 	again := sc.mustVerify(t, kept)
 	if again.Size != n+1 {
 		t.Errorf("second checkpoint size %d, want %d", again.Size, n+1)
 	}
-	// Nothing new: same checkpoint, still fine; integrating again adds nothing.
-	if k, err := sc.IntegrateChunks(ctx, 0); err != nil || k != 0 {
-		t.Errorf("IntegrateChunks again = %d, %v; want 0", k, err)
-	}
+	// Nothing new: same checkpoint, still fine.
 	sc.mustVerify(t, again)
-	// Once the chunks are older than the integrator's lag, its position
-	// moves past them (it only saves work: the anti-join decides).
-	sc.clk.Advance(2 * time.Minute)
-	if _, err := sc.IntegrateChunks(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
-	var pos, maxSeq int64
-	sc.pool.QueryRow(ctx, "SELECT chunk_seq FROM audit_integrator").Scan(&pos)
-	sc.pool.QueryRow(ctx, "SELECT max(seq) FROM chunks").Scan(&maxSeq)
-	if pos != maxSeq {
-		t.Errorf("integrator position %d, want the last chunk seq %d", pos, maxSeq)
-	}
-	if _, err := sc.pool.Exec(ctx, "UPDATE audit_integrator SET chunk_seq = 0"); err == nil {
-		t.Error("the integrator position moved back")
-	}
 	if _, err := sc.VerifyAudit(ctx); err != nil {
 		t.Errorf("the hash chain still verifies: %v", err)
 	}
@@ -314,9 +296,6 @@ func TestAuditTamper(t *testing.T) {
 		}
 		b, _ := randomChunk(t, 300)
 		sc.mustPut(t, b)
-		if _, err := sc.IntegrateChunks(ctx, 0); err != nil {
-			t.Fatal(err)
-		}
 		// A newcomer without a kept checkpoint sees a consistent log...
 		if _, err := sc.verify(t, nil); err != nil {
 			t.Fatalf("the rewritten log is self-consistent: %v", err)
@@ -336,7 +315,6 @@ func TestAuditTamper(t *testing.T) {
 		}
 		b, _ := randomChunk(t, 300)
 		sc.mustPut(t, b)
-		sc.IntegrateChunks(ctx, 0)
 		newer, _, err := sc.SignCheckpoint(ctx, sc.src.signer)
 		if err != nil || newer.Size != old.Size+1 {
 			t.Fatalf("SignCheckpoint = %+v, %v", newer, err)

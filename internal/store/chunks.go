@@ -176,10 +176,17 @@ func (s *Store) index(ctx context.Context, it *commitItem) (chunkRow, bool, erro
 	if s.committer != nil {
 		return s.committer.commit(it)
 	}
-	rows, _ := s.pool.Query(ctx, insertChunkSQL, pgx.NamedArgs{
-		"hash": it.hash[:], "size": it.size, "now": it.now, "until": it.until, "by": it.uploader,
+	var row chunkRow
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, insertChunkSQL, pgx.NamedArgs{
+			"hash": it.hash[:], "size": it.size, "now": it.now, "until": it.until, "by": it.uploader,
+		})
+		var err error
+		if row, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[chunkRow]); err != nil {
+			return err
+		}
+		return s.logChunkCommits(ctx, tx, it.now, []chunkRow{row})
 	})
-	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[chunkRow])
 	if errors.Is(err, pgx.ErrNoRows) {
 		return chunkRow{}, false, nil
 	}
@@ -373,7 +380,7 @@ func (s *Store) Retain(ctx context.Context, actor string, hashes []chunk.Hash, u
 			h, _ := chunk.FromBytes(b)
 			list[i] = h.String()
 		}
-		return appendAudit(ctx, tx, now, actor, "chunk.retain", map[string]any{
+		return s.appendAudit(ctx, tx, now, actor, "chunk.retain", map[string]any{
 			"retain_until": until.UTC(), "hashes": list,
 		})
 	})

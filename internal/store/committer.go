@@ -301,39 +301,35 @@ func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkR
 	created := make(map[chunk.Hash]chunkRow, len(hashes))
 	ctx := context.Background() // the group outlives any one request
 	markSealed := g.sealed != 0 && !dirty[g.sealed]
-	insert := func(q querier) error {
-		if len(hashes) == 0 {
-			return nil
-		}
-		rows, _ := q.Query(ctx, insertChunksSQL, pgx.NamedArgs{
-			"hashes": hashes, "sizes": sizes, "stored": stored, "until": until,
-			"by": by, "pack": packIDs, "off": offs,
-		})
-		inserted, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
-		if err != nil {
-			return err
-		}
-		for _, r := range inserted {
-			h, _ := chunk.FromBytes(r.Hash)
-			created[h] = r
-		}
-		return nil
-	}
-	var err error
-	if !markSealed {
-		// One statement is its own transaction: one round trip, one commit.
-		err = insert(c.s.pool)
-	} else {
-		err = pgx.BeginFunc(ctx, c.s.pool, func(tx pgx.Tx) error {
-			if err := insert(tx); err != nil {
+	now := c.s.clk.Now()
+	// One transaction: the rows, their chunk.commit entries (journaled
+	// before the commit) and, if the group sealed a pack, its mark.
+	err := pgx.BeginFunc(ctx, c.s.pool, func(tx pgx.Tx) error {
+		if len(hashes) > 0 {
+			rows, _ := tx.Query(ctx, insertChunksSQL, pgx.NamedArgs{
+				"hashes": hashes, "sizes": sizes, "stored": stored, "until": until,
+				"by": by, "pack": packIDs, "off": offs,
+			})
+			inserted, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
+			if err != nil {
 				return err
 			}
-			// Every group that went into this pack is now indexed.
-			_, err := tx.Exec(ctx, "INSERT INTO packs_indexed (pack_id, indexed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-				g.sealed, c.s.clk.Now())
-			return err
-		})
-	}
+			if err := c.s.logChunkCommits(ctx, tx, now, inserted); err != nil {
+				return err
+			}
+			for _, r := range inserted {
+				h, _ := chunk.FromBytes(r.Hash)
+				created[h] = r
+			}
+		}
+		if !markSealed {
+			return nil
+		}
+		// Every group that went into this pack is now indexed.
+		_, err := tx.Exec(ctx, "INSERT INTO packs_indexed (pack_id, indexed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+			g.sealed, now)
+		return err
+	})
 	if err != nil {
 		return nil, dbErr("commit group", err)
 	}

@@ -343,7 +343,7 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 		if err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, now, actor, "deletion.request", map[string]any{
+		return s.appendAudit(ctx, tx, now, actor, "deletion.request", map[string]any{
 			"deletion_id": d.ID, "kind": t.Kind, "digest": hex.EncodeToString(digest[:]), "reason": reason,
 			"approvals_required": quorum, "delay": delay.String(), "admin_set_version": version,
 		})
@@ -406,7 +406,7 @@ func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64, sig
 		msg, _ := s.statementFor(d, approval.ActionApprove, sig.Signer)
 		details := signatureDetails(sig, msg)
 		details["deletion_id"], details["digest"] = id, hex.EncodeToString(d.Digest)
-		if err := appendAudit(ctx, tx, now, actor, "deletion.approve", details); err != nil {
+		if err := s.appendAudit(ctx, tx, now, actor, "deletion.approve", details); err != nil {
 			return err
 		}
 		var n int
@@ -424,7 +424,7 @@ func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64, sig
 			return err
 		}
 		scheduled = true
-		return appendAudit(ctx, tx, now, actor, "deletion.schedule", map[string]any{
+		return s.appendAudit(ctx, tx, now, actor, "deletion.schedule", map[string]any{
 			"deletion_id": id, "executes_at": executesAt.UTC(), "approvals": n,
 		})
 	})
@@ -512,7 +512,7 @@ func (s *Store) CancelDeletion(ctx context.Context, actor string, id int64, reas
 		msg, _ := s.statementFor(d, approval.ActionCancel, sig.Signer)
 		details := signatureDetails(sig, msg)
 		details["deletion_id"], details["reason"] = id, reason
-		return appendAudit(ctx, tx, now, actor, "deletion.cancel", details)
+		return s.appendAudit(ctx, tx, now, actor, "deletion.cancel", details)
 	})
 	if err != nil {
 		if errors.Is(err, ErrBadSignature) || errors.Is(err, ErrSelfApproval) {

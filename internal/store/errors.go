@@ -31,6 +31,10 @@ var (
 	// ErrClockSkew: the server's and the database's clocks disagree, so
 	// nothing time-locked is executed.
 	ErrClockSkew = errors.New("store: server and database clocks disagree")
+	// ErrIntegrity: the index disagrees with the data directory's journal,
+	// or the audit log does not extend what the vault signed: an alarm,
+	// never something to retry.
+	ErrIntegrity = errors.New("store: integrity check failed")
 	// ErrTooLarge: a chunk over the configured maximum size.
 	ErrTooLarge = errors.New("store: chunk too large")
 )

@@ -79,7 +79,7 @@ func (s *Store) expireStale(ctx context.Context, now time.Time) ([]int64, error)
 			return err
 		}
 		for _, id := range ids {
-			if err := appendAudit(ctx, tx, now, "executor", "deletion.expire", map[string]any{"deletion_id": id}); err != nil {
+			if err := s.appendAudit(ctx, tx, now, "executor", "deletion.expire", map[string]any{"deletion_id": id}); err != nil {
 				return err
 			}
 		}
@@ -172,7 +172,7 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 				return err
 			}
 			d.State = StateRefused
-			return appendAudit(ctx, tx, now, "executor", "deletion.refused", map[string]any{
+			return s.appendAudit(ctx, tx, now, "executor", "deletion.refused", map[string]any{
 				"deletion_id": id, "reason": refusal.Error(),
 			})
 		}
@@ -186,7 +186,7 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 			return err
 		}
 		d.State = StateExecuting
-		return appendAudit(ctx, tx, now, "executor", "deletion.execute", map[string]any{
+		return s.appendAudit(ctx, tx, now, "executor", "deletion.execute", map[string]any{
 			"deletion_id": id, "digest": hex.EncodeToString(d.Digest),
 		})
 	})
@@ -230,7 +230,7 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 			WHERE id = $1`, id, now, rep); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, now, "executor", "deletion.executed", map[string]any{
+		return s.appendAudit(ctx, tx, now, "executor", "deletion.executed", map[string]any{
 			"deletion_id": id, "deleted": rep.Deleted, "skipped": rep.Skipped, "bytes_freed": rep.BytesFreed,
 			"snapshots_deleted": rep.Snapshots, "hold_released": rep.HoldReleased,
 		})
@@ -367,7 +367,7 @@ func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []
 				outcomes = append(outcomes, "deleted")
 				reasons = append(reasons, "")
 			}
-			if err := logRemovals(ctx, tx, id, now, deleted); err != nil {
+			if err := s.logRemovals(ctx, tx, id, now, deleted); err != nil {
 				return err
 			}
 		}

@@ -209,7 +209,7 @@ func (s *Store) PlaceHold(ctx context.Context, actor string, nh NewHold) (HoldDe
 		case HoldSource:
 			details["source"] = nh.Source
 		}
-		return sqlErr("audit", appendAudit(ctx, tx, now, actor, "hold.place", details))
+		return sqlErr("audit", s.appendAudit(ctx, tx, now, actor, "hold.place", details))
 	})
 	if err != nil {
 		return HoldDetail{}, err

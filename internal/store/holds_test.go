@@ -75,7 +75,7 @@ func TestPlaceHold(t *testing.T) {
 	}
 
 	// Every placement is audited, by its admin.
-	entries, _ := ts.AuditEntries(ctx, 0, 10)
+	entries, _ := ts.AuditEntries(ctx, 0, 1000)
 	var placed []string
 	for _, e := range entries {
 		if e.Action == "hold.place" {

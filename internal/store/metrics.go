@@ -18,6 +18,12 @@ type Metrics struct {
 	corrupt        prometheus.Counter
 	contentMissing prometheus.Counter
 	groupSize      prometheus.Histogram
+	// journalDiverged counts appends refused because the database's log
+	// is not the journal's; integrityAlarms counts every integrity alarm
+	// (a divergence, a refused execution, an index that disagrees with the
+	// journal).
+	journalDiverged prometheus.Counter
+	integrityAlarms prometheus.Counter
 	// MissingAtReconcile is the number of indexed chunks whose content the
 	// last reconcile could not find (data loss).
 	MissingAtReconcile prometheus.Gauge
@@ -46,12 +52,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wormvault_commit_group_chunks", Help: "Chunks acknowledged per group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
+		journalDiverged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_journal_diverged_total", Help: "Audit appends refused because the database's log diverges from the data directory's journal.",
+		}),
+		integrityAlarms: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_integrity_alarms_total", Help: "Integrity alarms: the index disagrees with the journal, or an execution was refused.",
+		}),
 		MissingAtReconcile: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wormvault_reconcile_missing_content", Help: "Indexed chunks without content at the last reconcile (data loss).",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.contentMissing, m.groupSize, m.MissingAtReconcile)
+		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.contentMissing, m.groupSize,
+			m.journalDiverged, m.integrityAlarms, m.MissingAtReconcile)
 	}
 	return m
 }

@@ -17,7 +17,10 @@ type ReconcileReport struct {
 	TempRemoved int          // leftovers of interrupted writes removed
 	Adopted     int          // content without a row, verified and indexed
 	Quarantined int          // content without a row that failed verification
-	Removed     int          // content of deleted chunks whose removal was interrupted
+	// Tombstoned counts content without a row that a tombstone names:
+	// left in place. Only the executor removes content, after verifying
+	// the deletion from the journal; a tombstone row alone proves nothing.
+	Tombstoned int
 	Missing     int          // rows without content: data loss
 	MissingList []chunk.Hash // the first few missing, for the log
 
@@ -34,7 +37,9 @@ const reconcileBatch = 1000
 // and indexed under the uploader "reconcile" with the minimum retention: it
 // is whole, so keeping it is safe. Content that fails verification is
 // quarantined, never indexed. Rows without content are data loss: they are
-// logged at Error and counted, never silently dropped.
+// logged at Error and counted, never silently dropped. Reconcile never
+// removes content (invariant 8): what a row or tombstone says is no reason
+// to destroy anything.
 func (s *Store) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
 	n, err := s.blobs.CleanTemp(ctx)
@@ -97,13 +102,10 @@ func (s *Store) adopt(ctx context.Context, batch []chunk.Hash, rep *ReconcileRep
 		}
 		if deleted[h] {
 			// Content of a deleted chunk whose removal a crash interrupted
-			// (or a re-upload that never got its row): finish the deletion,
-			// never resurrect it.
-			s.log.WarnContext(ctx, "reconcile: removing content of a deleted chunk", "hash", h.String())
-			if err := s.blobs.Remove(ctx, h); err != nil {
-				return err
-			}
-			rep.Removed++
+			// (or whose tombstone was forged): the executor's rerun removes
+			// it after verifying the deletion; never resurrected here.
+			s.log.WarnContext(ctx, "reconcile: content of a tombstoned chunk left for the executor", "hash", h.String())
+			rep.Tombstoned++
 			continue
 		}
 		size, err := s.verifyBlob(ctx, h)
@@ -119,11 +121,9 @@ func (s *Store) adopt(ctx context.Context, batch []chunk.Hash, rep *ReconcileRep
 			return err
 		}
 		now := s.clk.Now()
-		_, err = s.pool.Exec(ctx, insertChunkSQL, pgx.NamedArgs{
-			"hash": h[:], "size": size, "now": now, "until": now.Add(s.opts.MinRetention), "by": "reconcile",
-		})
-		if err != nil {
-			return dbErr("adopt chunk", err)
+		if _, err := s.insertAdopted(ctx, chunkRow{Hash: h[:], Size: size, StoredAt: now,
+			RetainUntil: now.Add(s.opts.MinRetention), UploadedBy: "reconcile"}); err != nil {
+			return err
 		}
 		s.log.InfoContext(ctx, "reconcile: indexed content that had no row", "hash", h.String(), "size", size)
 		rep.Adopted++
@@ -318,22 +318,40 @@ func (s *Store) adoptRecords(ctx context.Context, batch []pack.ScannedRecord, re
 			continue // indexed here, or a duplicate of a chunk stored elsewhere
 		}
 		if deleted[r.Offset] {
-			// A deleted chunk whose hole punch a crash interrupted.
-			if err := s.packs.Punch(r.Location, r.Size); err != nil && !errors.Is(err, pack.ErrNoHolePunch) {
-				return err
-			}
-			rep.Removed++
+			// A deleted chunk whose hole punch a crash interrupted: the
+			// executor's rerun punches it after verifying the deletion.
+			rep.Tombstoned++
 			continue
 		}
-		_, err := s.pool.Exec(ctx, `INSERT INTO chunks (hash, size, stored_at, retain_until, uploaded_by, pack_id, pack_offset)
-			VALUES ($1, $2, $3, $4, 'reconcile', $5, $6) ON CONFLICT (hash) DO NOTHING`,
-			r.Hash[:], r.Size, now, now.Add(s.opts.MinRetention), r.Pack, r.Offset)
-		if err != nil {
-			return dbErr("adopt pack record", err)
+		pid, off := r.Pack, r.Offset
+		if _, err := s.insertAdopted(ctx, chunkRow{Hash: r.Hash[:], Size: r.Size, StoredAt: now,
+			RetainUntil: now.Add(s.opts.MinRetention), UploadedBy: "reconcile", PackID: &pid, PackOffset: &off}); err != nil {
+			return err
 		}
 		present[r.Hash] = struct{}{}
 		s.log.InfoContext(ctx, "reconcile: indexed pack record that had no row", "hash", r.Hash.String(), "pack", r.Pack)
 		rep.Adopted++
 	}
 	return nil
+}
+
+// insertAdopted indexes content found without a row, logging its commit
+// in the same transaction. It reports false if a row appeared meanwhile.
+func (s *Store) insertAdopted(ctx context.Context, c chunkRow) (bool, error) {
+	var inserted bool
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `INSERT INTO chunks (hash, size, stored_at, retain_until, uploaded_by, pack_id, pack_offset)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING RETURNING `+chunkColumns,
+			c.Hash, c.Size, c.StoredAt, c.RetainUntil, c.UploadedBy, c.PackID, c.PackOffset)
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
+		if err != nil {
+			return err
+		}
+		inserted = len(got) > 0
+		return s.logChunkCommits(ctx, tx, s.clk.Now(), got)
+	})
+	if err != nil {
+		return false, dbErr("adopt chunk", err)
+	}
+	return inserted, nil
 }

@@ -156,7 +156,7 @@ func (s *Store) CreateResticRepository(ctx context.Context, actor, name string) 
 			return err
 		}
 		created = true
-		return appendAudit(ctx, tx, now, actor, "restic.repository.create", map[string]any{"repository": name})
+		return s.appendAudit(ctx, tx, now, actor, "restic.repository.create", map[string]any{"repository": name})
 	})
 	return created, resticDBErr(fmt.Sprintf("create restic repository %s", name), err)
 }
@@ -250,7 +250,7 @@ func (s *Store) SetResticRetention(ctx context.Context, actor, name string, d ti
 		if extended, err = s.extendRestic(ctx, tx, name, anchor, s.resticRetention(repo), now); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, now, actor, "restic.repository.retention", map[string]any{
+		return s.appendAudit(ctx, tx, now, actor, "restic.repository.retention", map[string]any{
 			"repository": name, "created": created, "min_retention": d.String(), "previous": prev.String(),
 			"extended_chunks": extended,
 		})
@@ -533,7 +533,7 @@ func (s *Store) PutResticFile(ctx context.Context, actor, repo, typ, name string
 		if until.After(f.RetainUntil) {
 			f.RetainUntil = until
 		}
-		return appendAudit(ctx, tx, now, actor, "restic.retain", map[string]any{
+		return s.appendAudit(ctx, tx, now, actor, "restic.retain", map[string]any{
 			"repository": repo, "snapshot": name, "retain_until": until.UTC(), "chunks": n,
 		})
 	})

@@ -493,7 +493,7 @@ func TestCommitSnapshotManyReferences(t *testing.T) {
 	if err != nil || refs != want || short != 0 {
 		t.Errorf("references = %d, retained too short = %d, err %v; want %d and 0", refs, short, err, want)
 	}
-	if n := ts.count(t, "audit_log"); n != 1 {
+	if n := ts.auditCount(t); n != 1 {
 		t.Errorf("audit entries = %d, want 1", n)
 	}
 }

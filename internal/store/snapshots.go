@@ -303,7 +303,7 @@ func (s *Store) commitSnapshot(ctx context.Context, tx pgx.Tx, actor string, now
 		return CommitResult{}, err
 	}
 	ph.write = time.Since(t)
-	err = appendAudit(ctx, tx, now, actor, "snapshot.commit", map[string]any{
+	err = s.appendAudit(ctx, tx, now, actor, "snapshot.commit", map[string]any{
 		"snapshot_id": snap.ID, "source": snap.Source, "name": snap.Name, "taken_at": snap.TakenAt,
 		"retain_until": snap.RetainUntil, "tags": snap.Tags, "manifest_root": snap.ManifestRoot.String(),
 		"manifest_count": snap.ManifestCount, "chunk_count": snap.ChunkCount, "total_bytes": snap.TotalBytes,
@@ -666,7 +666,7 @@ func (s *Store) ExtendSnapshot(ctx context.Context, actor string, id int64, unti
 			return sqlErr("extend snapshot", err)
 		}
 		res.Snapshot, res.Changed = row.snapshot(), true
-		return sqlErr("audit", appendAudit(ctx, tx, now, actor, "snapshot.retain", map[string]any{
+		return sqlErr("audit", s.appendAudit(ctx, tx, now, actor, "snapshot.retain", map[string]any{
 			"snapshot_id": id, "source": res.Snapshot.Source, "name": res.Snapshot.Name,
 			"from": current.UTC(), "retain_until": until, "extended_chunks": res.ExtendedChunks,
 		}))

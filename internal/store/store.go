@@ -16,6 +16,7 @@ import (
 
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
+	"github.com/wormvault/wormvault/internal/journal"
 	"github.com/wormvault/wormvault/internal/store/pack"
 )
 
@@ -64,6 +65,11 @@ type Options struct {
 	// Notify, if set, is told of every deletion event after it committed
 	// (a webhook, so that humans notice a deletion in flight).
 	Notify func(ctx context.Context, e Event)
+
+	// Journal is the data directory's journal of audit entries (invariant
+	// 8). The server always has one; nil only in tests of parts that do
+	// not need it, and then the executor removes no content.
+	Journal *journal.Journal
 
 	// MaxManifestSize is the largest chunk a snapshot commit will read as a
 	// manifest, in bytes.
@@ -266,7 +272,7 @@ func isStoreErr(err error) bool {
 	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
 		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge, ErrSelfApproval, ErrClockSkew,
-		ErrRequiresApproval, ErrBadSignature} {
+		ErrRequiresApproval, ErrBadSignature, ErrIntegrity} {
 		if errors.Is(err, e) {
 			return true
 		}

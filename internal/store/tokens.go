@@ -21,9 +21,15 @@ type revocations struct {
 	set  map[string]struct{}
 }
 
-// RevokeToken records that the token with id jti is revoked, with its audit
-// entry, and announces it to every vault process. Revoking an already
-// revoked token returns ErrConflict.
+// RevokeToken records that the token with id jti is revoked and announces
+// it to every vault process. Revoking an already revoked token returns
+// ErrConflict.
+//
+// Its audit entry is written in the same transaction by a store that holds
+// the data directory's journal (the server). `vault token revoke` is a
+// separate process that does not: the server logs its revocations when it
+// hears of them (LogRevocations), so that only the server appends to the
+// log and the journal stays the log's copy.
 func (s *Store) RevokeToken(ctx context.Context, actor, jti, reason string) error {
 	if jti == "" || len(jti) > 128 {
 		return invalid("jti", "must be 1 to 128 characters")
@@ -42,13 +48,54 @@ func (s *Store) RevokeToken(ctx context.Context, actor, jti, reason string) erro
 		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", revokedChannel, jti); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, now, actor, "token.revoke", map[string]any{"jti": jti, "reason": reason})
+		if s.opts.Journal == nil {
+			return nil
+		}
+		return s.appendAudit(ctx, tx, now, actor, "token.revoke", map[string]any{"jti": jti, "reason": reason})
 	})
 	if err != nil {
 		return dbErr("revoke token", err)
 	}
 	s.rev.add(jti) // at once in this process, whatever the notification's timing
 	return nil
+}
+
+// LogRevocations appends a token.revoke entry for every revocation that has
+// none (those `vault token revoke` wrote), and returns how many. The
+// server runs it when it hears of a revocation and at start.
+func (s *Store) LogRevocations(ctx context.Context) (int, error) {
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT jti, revoked_at, revoked_by, reason FROM revoked_tokens r
+			WHERE NOT EXISTS (SELECT FROM audit_log a WHERE a.action = 'token.revoke'
+			                  AND a.payload::jsonb #>> '{details,jti}' = r.jti)
+			ORDER BY revoked_at, jti`)
+		type row struct {
+			JTI       string    `db:"jti"`
+			RevokedAt time.Time `db:"revoked_at"`
+			RevokedBy string    `db:"revoked_by"`
+			Reason    string    `db:"reason"`
+		}
+		todo, err := pgx.CollectRows(rows, pgx.RowToStructByName[row])
+		if err != nil {
+			return err
+		}
+		recs := make([]auditRecord, len(todo))
+		for i, r := range todo {
+			recs[i] = auditRecord{at: r.RevokedAt, actor: r.RevokedBy, action: "token.revoke",
+				details: map[string]any{"jti": r.JTI, "reason": r.Reason}}
+		}
+		n = len(recs)
+		if n == 0 {
+			return nil
+		}
+		_, err = s.appendAuditBatch(ctx, tx, recs)
+		return err
+	})
+	if err != nil {
+		return 0, dbErr("log revocations", err)
+	}
+	return n, nil
 }
 
 func (r *revocations) add(jti string) {
@@ -126,11 +173,26 @@ func (s *Store) watchRevocations(ctx context.Context) error {
 	s.rev.mu.Lock()
 	s.rev.set, s.rev.live = set, true
 	s.rev.mu.Unlock()
+	s.logRevocations(ctx)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
 		s.rev.add(n.Payload)
+		s.logRevocations(ctx)
+	}
+}
+
+// logRevocations is LogRevocations for the watcher: only a store with the
+// journal logs, and a failure is logged and retried at the next event.
+func (s *Store) logRevocations(ctx context.Context) {
+	if s.opts.Journal == nil {
+		return
+	}
+	if n, err := s.LogRevocations(ctx); err != nil {
+		s.log.ErrorContext(ctx, "cannot log revocations in the audit log", "err", err)
+	} else if n > 0 {
+		s.log.InfoContext(ctx, "logged revocations made outside the server", "count", n)
 	}
 }
