@@ -14,13 +14,13 @@ import (
 
 // ReconcileReport tells what Reconcile found and did.
 type ReconcileReport struct {
-	TempRemoved int          // leftovers of interrupted writes removed
-	Adopted     int          // content without a row, verified and indexed
-	Quarantined int          // content without a row that failed verification
+	TempRemoved int // leftovers of interrupted writes removed
+	Adopted     int // content without a row, verified and indexed
+	Quarantined int // content without a row that failed verification
 	// Tombstoned counts content without a row that a tombstone names:
 	// left in place. Only the executor removes content, after verifying
 	// the deletion from the journal; a tombstone row alone proves nothing.
-	Tombstoned int
+	Tombstoned  int
 	Missing     int          // rows without content: data loss
 	MissingList []chunk.Hash // the first few missing, for the log
 
