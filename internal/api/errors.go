@@ -33,6 +33,10 @@ func errorStatus(err error) (status int, code string) {
 		missing *store.MissingChunksError
 	)
 	switch {
+	case isIntegrityErr(err):
+		// First: an integrity failure must never hide behind another
+		// meaning (least of all "unavailable, retry later").
+		return http.StatusInternalServerError, "integrity"
 	case errors.As(err, &tooBig), errors.Is(err, store.ErrTooLarge):
 		// Before the others: an oversized body surfaces as a read error
 		// wrapped by whatever was reading it.
@@ -89,6 +93,13 @@ func errorStatus(err error) (status int, code string) {
 	return http.StatusInternalServerError, "internal"
 }
 
+// isIntegrityErr reports whether err is a failure of the audit log's own
+// integrity: its tree or hash chain is broken, or it was rolled back under
+// a checkpoint the vault signed. Retrying cannot fix it; a human must look.
+func isIntegrityErr(err error) bool {
+	return errors.Is(err, store.ErrAuditTree) || errors.Is(err, store.ErrAuditChainBroken) || errors.Is(err, store.ErrRollback)
+}
+
 // publicMessage is what the client is told. Server-side failures get a
 // generic text: their causes (paths, SQL) go to the log only.
 func publicMessage(status int, code string, err error) string {
@@ -97,6 +108,8 @@ func publicMessage(status int, code string, err error) string {
 		return "stored content failed verification; it is not served (the operator has been alerted)"
 	case "content_missing":
 		return "stored content is missing; it is not served (the operator has been alerted)"
+	case "integrity":
+		return "the vault's audit log failed an integrity check; the operator has been alerted"
 	case "unavailable":
 		return "the vault's index is unavailable; retry later"
 	case "clock_skew":
@@ -129,6 +142,9 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	status, code := errorStatus(err)
 	ctx := r.Context()
 	switch {
+	case code == "integrity":
+		h.metrics.integrity.Inc()
+		h.log.ErrorContext(ctx, "ALERT: audit log integrity failure", "status", status, "code", code, "err", err)
 	case status >= 500:
 		h.log.ErrorContext(ctx, "request failed", "status", status, "code", code, "err", err)
 	case status == http.StatusUnauthorized:
