@@ -150,6 +150,10 @@ type Store struct {
 	executing atomic.Int32
 
 	rev revocations
+
+	// ckpt holds the latest signed checkpoint and any rollback found under
+	// it, in memory: see audit_checkpoint.go.
+	ckpt checkpointGuard
 }
 
 // New returns a Store over an open pool and blob store. metrics may be nil.
