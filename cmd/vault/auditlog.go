@@ -120,9 +120,12 @@ func guardRollback(ctx context.Context, st *store.Store, dir string, k checkpoin
 		return fmt.Errorf("serve: %w", err)
 	default:
 		cp, err := audit.OpenCheckpoint(db.Note, k.verifier)
-		if err != nil || cp.Size != db.Size || cp.Root != db.Root {
+		if err == nil && (cp.Size != db.Size || cp.Root != db.Root) {
+			err = fmt.Errorf("its note says size %d, root %s; its columns size %d, root %s", cp.Size, cp.Root, db.Size, db.Root)
+		}
+		if err != nil {
 			return fmt.Errorf("serve: refusing to start: the database's latest audit checkpoint (size %d) is not one this vault signed "+
-				"with its checkpoint key (%v): the audit_checkpoints table was written by someone else", db.Size, err)
+				"with its checkpoint key: the audit_checkpoints table was written by someone else: %w", db.Size, err)
 		}
 		if err := st.PinCheckpoint(ctx, store.SignedCheckpoint{Checkpoint: cp, Note: db.Note}); err != nil {
 			if errors.Is(err, store.ErrRollback) {
