@@ -16,6 +16,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormvault/wormvault/internal/api"
 	"github.com/wormvault/wormvault/internal/auth"
@@ -28,59 +29,78 @@ import (
 )
 
 type auditLogFixture struct {
-	dir    string // the vault's data directory
+	dir    string // the vault's data directory, from vault init
+	dbURL  string
 	pool   *pgxpool.Pool
 	store  *store.Store
 	keys   checkpointKeys
 	env    map[string]string
 	chunks []chunk.Hash
+	clk    *clock.Fake
+	url    string               // the in-process API server
+	reg    *prometheus.Registry // the store's metrics
+	logs   *logSink             // the store's and the API's JSON log
 }
+
+const auditFixtureVaultID = "audit-cli-test"
 
 func newAuditLogFixture(t testing.TB) *auditLogFixture {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	pool := pgtest.NewPool(t)
+	dir := mustInitVault(t, "--vault-id", auditFixtureVaultID)
+	dbURL := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
 	blobs, err := disk.Open(dir, disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(auditorEpoch)
-	log := slog.New(slog.DiscardHandler)
-	st := store.New(pool, blobs, clk, log, nil, store.Options{})
-	const vaultID = "audit-cli-test"
-	keys, err := loadCheckpointKey(dir, vaultID, log) // creates it, as serve does for an old data dir
+	logs := newLogSink()
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	reg := prometheus.NewRegistry()
+	st := store.New(pool, blobs, clk, log, store.NewMetrics(reg), store.Options{VaultID: auditFixtureVaultID})
+	keys, err := loadCheckpointKey(dir, auditFixtureVaultID, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := auth.GenerateKey()
-	verifier := auth.NewVerifier(key.Public().(ed25519.PublicKey), vaultID, st, clk)
+	verifier := auth.NewVerifier(key.Public().(ed25519.PublicKey), auditFixtureVaultID, st, clk)
 	srv := httptest.NewServer(api.NewHandler(api.Options{Store: st, Verifier: verifier, Log: log, CheckpointKey: keys.vkey}))
 	t.Cleanup(srv.Close)
-	issuer := auth.NewIssuer(key, vaultID, clk)
+	issuer := auth.NewIssuer(key, auditFixtureVaultID, clk)
 	tok, _, err := issuer.Issue(auth.RoleAuditor, "auditor-1", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &auditLogFixture{dir: dir, pool: pool, store: st, keys: keys,
+	f := &auditLogFixture{dir: dir, dbURL: dbURL, pool: pool, store: st, keys: keys, clk: clk, url: srv.URL, reg: reg, logs: logs,
 		env: map[string]string{"VAULT_URL": srv.URL, "VAULT_TOKEN": tok}}
-	for i := range 4 {
+	f.putChunks(t, 4)
+	f.integrate(t)
+	return f
+}
+
+// putChunks stores n new chunks.
+func (f *auditLogFixture) putChunks(t testing.TB, n int) {
+	t.Helper()
+	for range n {
+		i := len(f.chunks)
 		b := bytes.Repeat([]byte{byte(i)}, 100+i)
 		h := chunk.Sum(b)
-		if _, err := st.PutChunk(ctx, "agent-1", h, bytes.NewReader(b), time.Time{}); err != nil {
+		if _, err := f.store.PutChunk(context.Background(), "agent-1", h, bytes.NewReader(b), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		f.chunks = append(f.chunks, h)
 	}
-	f.integrate(t)
-	return f
 }
 
 // integrate does one round of the server's audit-log loop.
 func (f *auditLogFixture) integrate(t testing.TB) {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := signCheckpoint(ctx, f.store, f.dir, f.keys); err != nil {
+	if _, err := signCheckpoint(context.Background(), f.store, f.dir, f.keys); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -146,7 +166,7 @@ func TestServeRollbackGuard(t *testing.T) {
 	t.Parallel()
 	f := newAuditLogFixture(t)
 	ctx := context.Background()
-	if err := guardRollback(ctx, f.store, f.dir, f.keys); err != nil {
+	if err := guardRollback(ctx, f.store, f.dir, f.keys, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("guard on the live database: %v", err)
 	}
 	kept, err := os.ReadFile(filepath.Join(f.dir, config.LatestCheckpointFile))
@@ -163,7 +183,7 @@ func TestServeRollbackGuard(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	err = guardRollback(ctx, f.store, f.dir, f.keys)
+	err = guardRollback(ctx, f.store, f.dir, f.keys, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "refusing to start") {
 		t.Fatalf("guard on the restored database = %v, want a refusal", err)
 	}

@@ -5,6 +5,7 @@ package main
 // that integrates chunk commits and signs checkpoints.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/wormvault/wormvault/internal/audit"
 	"github.com/wormvault/wormvault/internal/config"
@@ -82,44 +84,123 @@ func loadCheckpointKey(dir, vaultID string, log *slog.Logger) (checkpointKeys, e
 	return k, nil
 }
 
-// guardRollback is the rollback guard: the checkpoint kept in the data
-// directory must be extended by the database's log. It refuses to start
-// on a restored older database or a log with entries removed.
-func guardRollback(ctx context.Context, st *store.Store, dir string, k checkpointKeys) error {
+// guardRollback is the rollback guard at start. The checkpoint kept in
+// the data directory, and the database's own latest checkpoint, must both
+// be signed by this vault's key and extended by the database's log: it
+// refuses to start on a restored older database, a log with entries
+// removed from its end (shorter) or rewritten (forked), and a checkpoint
+// row the vault did not sign. It then pins the larger of the two in the
+// store, the floor of every checkpoint signed from now on (see
+// store.PinCheckpoint): removing checkpoint rows from the database cannot
+// lower it.
+func guardRollback(ctx context.Context, st *store.Store, dir string, k checkpointKeys, log *slog.Logger) error {
 	path := filepath.Join(dir, config.LatestCheckpointFile)
-	msg, err := os.ReadFile(path)
-	if errors.Is(err, iofs.ErrNotExist) {
-		return nil
+	refuse := func(what string, size int64, err error) error {
+		return fmt.Errorf("serve: refusing to start: %s (size %d) is not extended by the database's audit log; "+
+			"signing on top of it would fork the log that auditors hold. "+
+			"Restore the newest database (or point-in-time recovery past that checkpoint). Cause: %w", what, size, err)
 	}
-	if err != nil {
+	var kept *store.SignedCheckpoint
+	msg, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		cp, err := audit.OpenCheckpoint(msg, k.verifier)
+		if err != nil {
+			return fmt.Errorf("serve: refusing to start: the data directory's last signed checkpoint %s: %w", path, err)
+		}
+		kept = &store.SignedCheckpoint{Checkpoint: cp, Note: msg}
+	case !errors.Is(err, iofs.ErrNotExist):
 		return fmt.Errorf("serve: %w", err)
 	}
-	cp, err := audit.OpenCheckpoint(msg, k.verifier)
-	if err != nil {
-		return fmt.Errorf("serve: %s: %w", path, err)
+
+	db, err := st.StoredCheckpoint(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("serve: %w", err)
+	default:
+		cp, err := audit.OpenCheckpoint(db.Note, k.verifier)
+		if err == nil && (cp.Size != db.Size || cp.Root != db.Root) {
+			err = fmt.Errorf("its note says size %d, root %s; its columns size %d, root %s", cp.Size, cp.Root, db.Size, db.Root)
+		}
+		if err != nil {
+			return fmt.Errorf("serve: refusing to start: the database's latest audit checkpoint (size %d) is not one this vault signed "+
+				"with its checkpoint key: the audit_checkpoints table was written by someone else: %w", db.Size, err)
+		}
+		if err := st.PinCheckpoint(ctx, store.SignedCheckpoint{Checkpoint: cp, Note: db.Note}); err != nil {
+			if errors.Is(err, store.ErrRollback) {
+				return refuse("the database's own latest signed checkpoint", cp.Size, err)
+			}
+			return fmt.Errorf("serve: %w", err)
+		}
+		if kept != nil && cp.Size < kept.Size {
+			log.Error("ALERT: the database's audit_checkpoints table lacks checkpoints this vault signed; rows were removed",
+				"database_latest_size", cp.Size, "data_directory_size", kept.Size)
+		}
 	}
-	if err := st.CheckRollback(ctx, cp); err != nil {
-		return fmt.Errorf("serve: refusing to start: the data directory's last signed checkpoint (%s, size %d) "+
-			"is not extended by the database's audit log; signing on top of it would fork the log that auditors hold. "+
-			"Restore the newest database (or point-in-time recovery past that checkpoint). Cause: %w", path, cp.Size, err)
+	if kept == nil {
+		return nil
+	}
+	if err := st.PinCheckpoint(ctx, *kept); err != nil {
+		if errors.Is(err, store.ErrRollback) {
+			return refuse("the data directory's last signed checkpoint "+path, kept.Size, err)
+		}
+		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
 }
 
 // signCheckpoint signs the log if it grew and keeps the checkpoint in the
-// data directory too (written atomically).
+// data directory too (written atomically). The store signs only a tree
+// that extends the checkpoint it holds; this checks again, against the
+// file, before replacing it: latest-checkpoint is never replaced by an
+// older or forked checkpoint.
 func signCheckpoint(ctx context.Context, st *store.Store, dir string, k checkpointKeys) (bool, error) {
 	cp, signed, err := st.SignCheckpoint(ctx, k.signer)
 	if err != nil || cp.Size == 0 {
 		return false, err
 	}
 	path := filepath.Join(dir, config.LatestCheckpointFile)
-	if !signed {
-		if old, err := os.ReadFile(path); err == nil && string(old) == string(cp.Note) {
-			return false, nil
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if bytes.Equal(old, cp.Note) {
+			return signed, nil
 		}
+		if err := checkExtends(ctx, st, old, cp, k); err != nil {
+			return signed, fmt.Errorf("not replacing %s: %w", path, err)
+		}
+	case !errors.Is(err, iofs.ErrNotExist):
+		return signed, err
 	}
 	return signed, writeFileAtomic(path, cp.Note, 0o644)
+}
+
+// checkExtends returns nil if cp extends the checkpoint note old: same
+// size and root, or a consistency proof from the database that checks
+// against both roots. Otherwise an error wrapping store.ErrRollback.
+func checkExtends(ctx context.Context, st *store.Store, old []byte, cp store.SignedCheckpoint, k checkpointKeys) error {
+	prev, err := audit.OpenCheckpoint(old, k.verifier)
+	if err != nil {
+		return fmt.Errorf("%w: the kept checkpoint does not verify: %w", store.ErrRollback, err)
+	}
+	switch {
+	case prev.Size > cp.Size:
+		return fmt.Errorf("%w: the kept checkpoint has size %d, the new one only %d", store.ErrRollback, prev.Size, cp.Size)
+	case prev.Size == cp.Size:
+		if prev.Root != cp.Root {
+			return fmt.Errorf("%w: the kept checkpoint and the new one have the same size %d and different roots", store.ErrRollback, cp.Size)
+		}
+		return nil
+	}
+	proof, err := st.AuditConsistencyProof(ctx, prev.Size, cp.Size)
+	if err != nil {
+		return err
+	}
+	if err := tlog.CheckTree(proof, cp.Size, cp.Root, prev.Size, prev.Root); err != nil {
+		return fmt.Errorf("%w: the new checkpoint of size %d does not extend the kept one of size %d: %w", store.ErrRollback, cp.Size, prev.Size, err)
+	}
+	return nil
 }
 
 // runAuditLog signs checkpoints every interval (at most once per
@@ -129,13 +210,20 @@ func runAuditLog(ctx context.Context, st *store.Store, dir string, k checkpointK
 	log = log.With("component", "audit-log")
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var failing string // the last signing failure logged: a stuck one is logged once
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if _, err := signCheckpoint(ctx, st, dir, k); err != nil && ctx.Err() == nil {
+		_, err := signCheckpoint(ctx, st, dir, k)
+		switch {
+		case err == nil:
+			failing = ""
+		case ctx.Err() != nil:
+		case err.Error() != failing:
+			failing = err.Error()
 			log.Error("ALERT: cannot sign an audit checkpoint", "err", err)
 		}
 	}

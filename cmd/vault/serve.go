@@ -110,9 +110,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if err := st.EnsureAuditTree(ctx); err != nil {
+		if errors.Is(err, store.ErrAuditTree) {
+			return fmt.Errorf("serve: refusing to start: the audit log's stored tree does not match its entries: %w", err)
+		}
 		return fmt.Errorf("serve: %w", err)
 	}
-	if err := guardRollback(ctx, st, cfg.DataDir, ckpt); err != nil {
+	if err := guardRollback(ctx, st, cfg.DataDir, ckpt, log); err != nil {
 		return err
 	}
 	jrep, err := st.CheckJournal(ctx, freshJournal)

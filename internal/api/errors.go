@@ -33,6 +33,10 @@ func errorStatus(err error) (status int, code string) {
 		missing *store.MissingChunksError
 	)
 	switch {
+	case isIntegrityErr(err):
+		// First: an integrity failure must never hide behind another
+		// meaning (least of all "unavailable, retry later").
+		return http.StatusInternalServerError, "integrity"
 	case errors.As(err, &tooBig), errors.Is(err, store.ErrTooLarge):
 		// Before the others: an oversized body surfaces as a read error
 		// wrapped by whatever was reading it.
@@ -61,9 +65,6 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, chunk.ErrHashMismatch) && !errors.Is(err, store.ErrCorrupt):
 		return http.StatusUnprocessableEntity, "hash_mismatch"
-	case errors.Is(err, store.ErrIntegrity):
-		// Before unavailable: an integrity failure is not fixed by a retry.
-		return http.StatusInternalServerError, "integrity"
 	case errors.Is(err, store.ErrClockSkew):
 		return http.StatusServiceUnavailable, "clock_skew"
 	case errors.Is(err, store.ErrUnavailable):
@@ -92,6 +93,15 @@ func errorStatus(err error) (status int, code string) {
 	return http.StatusInternalServerError, "internal"
 }
 
+// isIntegrityErr reports whether err is a failure of the audit log's own
+// integrity: its tree or hash chain is broken, it was rolled back under
+// a checkpoint the vault signed, or it diverges from the data directory's
+// journal. Retrying cannot fix it; a human must look.
+func isIntegrityErr(err error) bool {
+	return errors.Is(err, store.ErrAuditTree) || errors.Is(err, store.ErrAuditChainBroken) || errors.Is(err, store.ErrRollback) ||
+		errors.Is(err, store.ErrIntegrity)
+}
+
 // publicMessage is what the client is told. Server-side failures get a
 // generic text: their causes (paths, SQL) go to the log only.
 func publicMessage(status int, code string, err error) string {
@@ -100,10 +110,10 @@ func publicMessage(status int, code string, err error) string {
 		return "stored content failed verification; it is not served (the operator has been alerted)"
 	case "content_missing":
 		return "stored content is missing; it is not served (the operator has been alerted)"
+	case "integrity":
+		return "the vault's audit log or index failed an integrity check; nothing more is recorded until an operator repairs it (the operator has been alerted)"
 	case "unavailable":
 		return "the vault's index is unavailable; retry later"
-	case "integrity":
-		return "the vault's index disagrees with its own records; nothing more is changed until an operator repairs it (the operator has been alerted)"
 	case "clock_skew":
 		return "the server's and the database's clocks disagree; nothing time-locked is executed until they agree (the operator has been alerted)"
 	case "insufficient_storage":
@@ -134,6 +144,9 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	status, code := errorStatus(err)
 	ctx := r.Context()
 	switch {
+	case code == "integrity":
+		h.metrics.integrity.Inc()
+		h.log.ErrorContext(ctx, "ALERT: audit log integrity failure", "status", status, "code", code, "err", err)
 	case status >= 500:
 		h.log.ErrorContext(ctx, "request failed", "status", status, "code", code, "err", err)
 	case status == http.StatusUnauthorized:

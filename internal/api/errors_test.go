@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/store"
@@ -49,6 +51,9 @@ var errorCases = []struct {
 	{"ENOSPC in a PathError", &fs.PathError{Op: "write", Path: "/data/x", Err: syscall.ENOSPC}, 507, "insufficient_storage"},
 	{"corrupt", store.ErrCorrupt, 500, "corrupt"},
 	{"content missing", store.ErrContentMissing, 500, "content_missing"},
+	{"audit tree broken", store.ErrAuditTree, 500, "integrity"},
+	{"audit chain broken", store.ErrAuditChainBroken, 500, "integrity"},
+	{"audit log rolled back", store.ErrRollback, 500, "integrity"},
 	{"client went away", context.Canceled, statusClientClosed, "client_closed"},
 	{"anything else", errors.New("disk on fire"), 500, "internal"},
 	{"EIO", &fs.PathError{Op: "read", Path: "/data/x", Err: syscall.EIO}, 500, "internal"},
@@ -57,6 +62,7 @@ var errorCases = []struct {
 	{"corrupt beats hash mismatch", fmt.Errorf("open: %w: %w", store.ErrCorrupt, chunk.ErrHashMismatch), 500, "corrupt"},
 	{"oversize body read inside bad JSON", fmt.Errorf("%w: request body: %w", errBadRequest, &http.MaxBytesError{Limit: 1}), 413, "too_large"},
 	{"oversize body read inside a store error", fmt.Errorf("store: put: %w", &http.MaxBytesError{Limit: 1}), 413, "too_large"},
+	{"integrity beats unavailable", fmt.Errorf("store: checkpoint: %w: %w", store.ErrUnavailable, store.ErrAuditTree), 500, "integrity"},
 	{"unavailable revocation check", fmt.Errorf("auth: check revocation: %w", fmt.Errorf("store: check revocation: %w: %w", store.ErrUnavailable, errors.New("dial tcp: connection refused"))), 503, "unavailable"},
 }
 
@@ -101,7 +107,8 @@ func TestErrorStatus(t *testing.T) {
 func TestWriteError(t *testing.T) {
 	t.Parallel()
 	var logBuf strings.Builder
-	h := &handler{log: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	h := &handler{log: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		metrics: newHTTPMetrics(prometheus.NewRegistry())}
 	secret := "/srv/vault/data/blake3/ab/cd: password=hunter2"
 	for _, tt := range errorCases {
 		t.Run(tt.name, func(t *testing.T) {

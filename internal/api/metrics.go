@@ -9,6 +9,9 @@ import (
 
 type httpMetrics struct {
 	requests *prometheus.HistogramVec
+	// integrity counts requests answered 500 "integrity": the audit log's
+	// tree or chain is broken, or it was rolled back. Alert on any.
+	integrity prometheus.Counter
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -18,8 +21,12 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help:    "HTTP requests by method, route pattern and status.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"method", "route", "status"}),
+		integrity: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_integrity_errors_total",
+			Help: "Requests that failed on an audit log integrity check (broken tree or chain, rollback).",
+		}),
 	}
-	reg.MustRegister(m.requests)
+	reg.MustRegister(m.requests, m.integrity)
 	return m
 }
 

@@ -222,3 +222,96 @@ func TestVerifyMillion(t *testing.T) {
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// shrunkSource is a vault that signed src's checkpoint and then lost the
+// entries from served on: it still serves the checkpoint, and, if it kept
+// its tree hashes, true consistency proofs.
+type shrunkSource struct {
+	*synthSource
+	served int64
+	hashes memHashes // nil: it cannot prove anything
+}
+
+func newShrunkSource(t testing.TB, src *synthSource, served int64, proofs bool) *shrunkSource {
+	s := &shrunkSource{synthSource: src, served: served}
+	if proofs {
+		for i := range src.n {
+			hs, err := tlog.StoredHashes(i, synthPayload(i, src.at), s.hashes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.hashes = append(s.hashes, hs...)
+		}
+	}
+	return s
+}
+
+func (s *shrunkSource) Entries(ctx context.Context, from, to int64) ([]RawEntry, error) {
+	if from >= s.served {
+		return nil, nil
+	}
+	return s.synthSource.Entries(ctx, from, min(to, s.served))
+}
+
+func (s *shrunkSource) ConsistencyProof(_ context.Context, from, to int64) (tlog.TreeProof, error) {
+	if s.hashes == nil {
+		return nil, fmt.Errorf("400 invalid: to must be a tree size from 1 to %d", s.served)
+	}
+	return tlog.ProveTree(to, from, s.hashes)
+}
+
+// synthKept is the checkpoint of the first n entries of src.
+func synthKept(src *synthSource, n int64) *Checkpoint {
+	var tree Tree
+	for i := range n {
+		tree.Append(tlog.RecordHash(synthPayload(i, src.at)))
+	}
+	return &Checkpoint{Size: n, Root: tree.Root()}
+}
+
+// TestVerifyFailsWhenLogShrank: the vault signed 2500 entries, then its
+// log was cut to 2000. Auditors who kept a checkpoint before the cut, at
+// the served one, or between the cut and the served one all fail: the
+// entries do not reach the signed size, or the vault cannot prove
+// consistency. Nothing passes.
+func TestVerifyFailsWhenLogShrank(t *testing.T) {
+	t.Parallel()
+	s, v := newKey(t, Origin("synth"))
+	src := newSynthSource(t, 2500, s)
+	tests := []struct {
+		name   string
+		kept   int64
+		proofs bool
+	}{
+		{"kept before the cut, vault proves consistency", 1000, true},
+		{"kept before the cut, vault cannot prove", 1000, false},
+		{"kept after the cut", 2200, true},
+		{"kept the served checkpoint", 2500, false},
+		{"no kept checkpoint", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var kept *Checkpoint
+			if tt.kept > 0 {
+				kept = synthKept(src, tt.kept)
+			}
+			rep, err := Verify(context.Background(), newShrunkSource(t, src, 2000, tt.proofs), Options{Verifier: v, Kept: kept})
+			if err == nil {
+				t.Fatalf("Verify passed over a log cut below its checkpoint: %+v", rep)
+			}
+			if !errors.Is(err, ErrFailed) {
+				if tt.proofs {
+					t.Fatalf("Verify = %v, want findings", err)
+				}
+				return // could not even fetch what it needs: an error, no OK
+			}
+			for _, f := range rep.Findings {
+				if f.Rule == RuleEntries && f.Seq == 2001 {
+					return
+				}
+			}
+			t.Errorf("findings %v: want the missing entry 2001", rep.Findings)
+		})
+	}
+}

@@ -93,7 +93,10 @@ func Verify(ctx context.Context, src Source, o Options) (Report, error) {
 		case cp.Size > k.Size:
 			proof, err := src.ConsistencyProof(ctx, k.Size, cp.Size)
 			if err != nil {
-				return rep, fmt.Errorf("audit: fetch consistency proof %d..%d: %w", k.Size, cp.Size, err)
+				// Fail closed: a vault whose log was cut below its own
+				// checkpoint cannot prove it, and says so this way.
+				return rep, fmt.Errorf("audit: the vault cannot prove that its checkpoint of size %d extends the kept checkpoint of size %d "+
+					"(if this persists, entries were removed from its log): fetch consistency proof: %w", cp.Size, k.Size, err)
 			}
 			if err := tlog.CheckTree(proof, cp.Size, cp.Root, k.Size, k.Root); err != nil {
 				fail(0, RuleConsistency, "the checkpoint of size %d does not extend the kept checkpoint of size %d (%v): history before it was rewritten", cp.Size, k.Size, err)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +25,13 @@ type storeSource struct {
 	signer note.Signer
 }
 
+// Checkpoint does what the server does: the signing loop runs (and may
+// refuse to sign), the endpoint serves the latest signed checkpoint.
 func (ss storeSource) Checkpoint(ctx context.Context) ([]byte, error) {
-	cp, _, err := ss.s.SignCheckpoint(ctx, ss.signer)
+	if _, _, err := ss.s.SignCheckpoint(ctx, ss.signer); err != nil && !errors.Is(err, store.ErrRollback) {
+		return nil, err
+	}
+	cp, err := ss.s.LatestCheckpoint(ctx)
 	return cp.Note, err
 }
 
@@ -128,6 +134,14 @@ func (sc *auditScenario) asOwner(t testing.TB) {
 	for _, tbl := range []string{"audit_log", "audit_hashes", "audit_checkpoints", "chunks"} {
 		sc.exec(t, "ALTER TABLE "+tbl+" DISABLE TRIGGER USER")
 	}
+}
+
+// forgetfulSigner points the scenario's source at a new Store over the same
+// database and checkpoint key: a vault restarted without the checkpoint it
+// kept in its data directory, or an attacker who stole the checkpoint key.
+// It remembers no checkpoint, so it signs whatever the database holds.
+func (sc *auditScenario) forgetfulSigner() {
+	sc.src.s = store.New(sc.pool, sc.blobs, sc.clk, slog.New(slog.DiscardHandler), nil, sc.Options())
 }
 
 func wantFinding(t testing.TB, rep audit.Report, err error, rule, substr string) {
@@ -272,10 +286,21 @@ func TestAuditTamper(t *testing.T) {
 		if err := sc.CheckRollback(ctx, *kept); !errors.Is(err, store.ErrRollback) {
 			t.Fatalf("CheckRollback = %v, want ErrRollback", err)
 		}
-		// An operator who also removes the checkpoints gets a new,
-		// smaller checkpoint signed; the auditor's kept one exposes it.
+		// Removing the checkpoint rows as well changes nothing: the vault
+		// remembers what it signed, still refuses, and still serves it.
 		sc.exec(t, "DELETE FROM audit_checkpoints")
+		if _, _, err := sc.SignCheckpoint(ctx, sc.src.signer); !errors.Is(err, store.ErrRollback) {
+			t.Fatalf("SignCheckpoint after the checkpoints were removed = %v, want ErrRollback", err)
+		}
+		if err := sc.AuditIntegrity(); !errors.Is(err, store.ErrRollback) {
+			t.Fatalf("AuditIntegrity = %v, want ErrRollback", err)
+		}
 		rep, err := sc.verify(t, kept)
+		wantFinding(t, rep, err, audit.RuleEntries, "removed")
+		// A vault that forgot its checkpoint signs the smaller log; the
+		// auditor's kept checkpoint exposes it.
+		sc.forgetfulSigner()
+		rep, err = sc.verify(t, kept)
 		wantFinding(t, rep, err, audit.RuleConsistency, "truncated or rolled back")
 	})
 
@@ -294,6 +319,12 @@ func TestAuditTamper(t *testing.T) {
 		if err := sc.EnsureAuditTree(ctx); err != nil {
 			t.Fatal(err)
 		}
+		// The running vault refuses to sign the rewritten tree...
+		if _, _, err := sc.SignCheckpoint(ctx, sc.src.signer); !errors.Is(err, store.ErrRollback) {
+			t.Fatalf("SignCheckpoint over the rewritten log = %v, want ErrRollback", err)
+		}
+		// ...someone who holds the checkpoint key signs it anyway.
+		sc.forgetfulSigner()
 		b, _ := randomChunk(t, 300)
 		sc.mustPut(t, b)
 		// A newcomer without a kept checkpoint sees a consistent log...

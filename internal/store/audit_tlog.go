@@ -104,6 +104,11 @@ func ensureTreeHashes(ctx context.Context, tx pgx.Tx, hr *txHashReader, entries 
 	if stored == tlog.StoredHashCount(entries) {
 		return nil
 	}
+	if stored > tlog.StoredHashCount(entries) {
+		// More tree than leaves: entries were removed from the end.
+		return fmt.Errorf("%w: %d stored hashes, more than the %d entries' %d: entries were removed",
+			ErrAuditTree, stored, entries, tlog.StoredHashCount(entries))
+	}
 	// The leaves whose hashes are stored.
 	done := int64(sort.Search(int(entries)+1, func(n int) bool { return tlog.StoredHashCount(int64(n)) >= stored }))
 	if tlog.StoredHashCount(done) != stored {
@@ -176,9 +181,14 @@ func (s *Store) AuditTreeSize(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// AuditTreeHash returns the root hash of the first n entries.
+// AuditTreeHash returns the root hash of the first n entries; a stored
+// hash that is missing is ErrAuditTree.
 func (s *Store) AuditTreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
-	return tlog.TreeHash(n, s.hashReader(ctx))
+	h, err := tlog.TreeHash(n, s.hashReader(ctx))
+	if err != nil {
+		return tlog.Hash{}, dbErr("audit tree hash", err)
+	}
+	return h, nil
 }
 
 func (s *Store) checkSize(ctx context.Context, field string, size int64) error {
@@ -202,7 +212,7 @@ func (s *Store) AuditInclusionProof(ctx context.Context, index, size int64) (tlo
 	}
 	p, err := tlog.ProveRecord(size, index, s.hashReader(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("store: inclusion proof: %w", err)
+		return nil, dbErr("inclusion proof", err)
 	}
 	return p, nil
 }
@@ -218,7 +228,7 @@ func (s *Store) AuditConsistencyProof(ctx context.Context, from, to int64) (tlog
 	}
 	p, err := tlog.ProveTree(to, from, s.hashReader(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("store: consistency proof: %w", err)
+		return nil, dbErr("consistency proof", err)
 	}
 	return p, nil
 }

@@ -27,6 +27,11 @@ type Metrics struct {
 	// MissingAtReconcile is the number of indexed chunks whose content the
 	// last reconcile could not find (data loss).
 	MissingAtReconcile prometheus.Gauge
+	// auditRollbacks counts rollbacks of the audit log found under a
+	// checkpoint the vault signed; auditConsistent is 1 while the log
+	// extends it, 0 once it did not (until restart).
+	auditRollbacks  prometheus.Counter
+	auditConsistent prometheus.Gauge
 }
 
 // NewMetrics creates the store's metrics and registers them with reg (if
@@ -61,10 +66,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		MissingAtReconcile: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wormvault_reconcile_missing_content", Help: "Indexed chunks without content at the last reconcile (data loss).",
 		}),
+		auditRollbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_audit_rollback_detected_total",
+			Help: "Times the audit log was found not to extend the last checkpoint the vault signed (entries removed or rewritten).",
+		}),
+		auditConsistent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wormvault_audit_log_consistent",
+			Help: "1 while the audit log extends the last checkpoint the vault signed; 0 once it did not (checkpoint signing stopped until restart).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.contentMissing, m.groupSize,
-			m.journalDiverged, m.integrityAlarms, m.MissingAtReconcile)
+		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.contentMissing, m.groupSize, m.MissingAtReconcile,
+			m.journalDiverged, m.integrityAlarms, m.auditRollbacks, m.auditConsistent)
 	}
 	return m
 }

@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
@@ -152,6 +156,10 @@ type Store struct {
 	executing atomic.Int32
 
 	rev revocations
+
+	// ckpt holds the latest signed checkpoint and any rollback found under
+	// it, in memory: see audit_checkpoint.go.
+	ckpt checkpointGuard
 }
 
 // New returns a Store over an open pool and blob store. metrics may be nil.
@@ -198,7 +206,10 @@ const (
 )
 
 // dbErr translates a driver error once, at the store boundary, so callers
-// and the HTTP layer only ever see the store's sentinels.
+// and the HTTP layer only ever see the store's sentinels. Only a failure to
+// reach or keep the database (connectionErr) becomes ErrUnavailable, "retry
+// later"; any other error keeps its meaning and is an internal failure: an
+// integrity failure answered 503 would invite retries instead of an alarm.
 func dbErr(op string, err error) error {
 	if err == nil {
 		return nil
@@ -209,7 +220,7 @@ func dbErr(op string, err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("store: %s: %w", op, ErrNotFound)
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	var pgErr *pgconn.PgError
@@ -221,16 +232,40 @@ func dbErr(op string, err error) error {
 			return fmt.Errorf("store: %s: %w: %s", op, ErrImmutable, pgErr.Message)
 		case pgErr.Code == sqlstateUniqueViolation:
 			return fmt.Errorf("store: %s: %w: %s", op, ErrConflict, pgErr.Message)
-		case pgErr.Code[:2] == "08", pgErr.Code[:2] == "53", pgErr.Code[:3] == "57P":
-			// Connection exceptions, insufficient resources, operator
-			// intervention (shutdown): the database is not usable now.
-			return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
 		}
-		return fmt.Errorf("store: %s: %w", op, err)
 	}
-	// Anything else from the driver (refused connection, broken socket,
-	// pool closed) means the index cannot be reached: the caller may retry.
-	return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
+	if connectionErr(err) {
+		return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}
+
+// connectionErr reports whether err means that the database cannot be
+// reached or used right now, so that the same request may succeed later:
+// a failed connect, a request that never left (pgconn.SafeToRetry), a
+// timeout, a closed pool or connection, a broken socket; from the server,
+// SQLSTATE class 08 (connection exception), 53 (insufficient resources)
+// and 57P01-57P03 (admin or crash shutdown, cannot connect now).
+func connectionErr(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"):
+			return true
+		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
+			return true
+		}
+		return false
+	}
+	var (
+		connect *pgconn.ConnectError
+		netErr  net.Error
+	)
+	return errors.As(err, &connect) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, puddle.ErrClosedPool) || errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
 }
 
 // retainUntil decides a new chunk's retention: at least now+MinRetention,
@@ -272,7 +307,7 @@ func isStoreErr(err error) bool {
 	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
 		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge, ErrSelfApproval, ErrClockSkew,
-		ErrRequiresApproval, ErrBadSignature, ErrIntegrity} {
+		ErrRequiresApproval, ErrBadSignature, ErrIntegrity, ErrAuditTree, ErrAuditChainBroken, ErrRollback} {
 		if errors.Is(err, e) {
 			return true
 		}
