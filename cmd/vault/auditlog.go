@@ -217,7 +217,12 @@ func runAuditLog(ctx context.Context, st *store.Store, dir string, k checkpointK
 			return
 		case <-t.C:
 		}
-		_, err := signCheckpoint(ctx, st, dir, k)
+		// The journal learns what the database has committed, so that a
+		// later truncation below it is refused at the next append.
+		err := st.ConfirmJournal(ctx)
+		if err == nil {
+			_, err = signCheckpoint(ctx, st, dir, k)
+		}
 		switch {
 		case err == nil:
 			failing = ""

@@ -215,3 +215,32 @@ func (s *Store) hasJournaledContent(ctx context.Context, h chunk.Hash, c audit.C
 	_, err := s.packs.Read(pack.Location{Pack: c.PackID, Offset: c.PackOffset}, h, c.Size)
 	return err
 }
+
+// ConfirmJournal tells the journal that the database's log holds the
+// entries up to its current last one (the checkpoint signer calls it every
+// tick): from then on, an append over a database whose log is shorter is
+// refused as a truncation. A database that is not the journal's is an
+// integrity alarm.
+func (s *Store) ConfirmJournal(ctx context.Context) error {
+	j := s.opts.Journal
+	if j == nil {
+		return nil
+	}
+	var seq int64
+	var payload string
+	err := s.pool.QueryRow(ctx, "SELECT seq, payload FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&seq, &payload)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = nil
+	}
+	if err != nil {
+		return dbErr("confirm journal", err)
+	}
+	var p []byte
+	if seq > 0 {
+		p = []byte(payload)
+	}
+	if err := j.Confirm(seq, p); err != nil {
+		return s.integrityAlarm(ctx, err)
+	}
+	return nil
+}
