@@ -538,6 +538,9 @@ func (s *Store) SignRequest(ctx context.Context, actor string, id int64, sig Sig
 // that every counted signer is still an admin with the same key, and the
 // quorum. It trusts no status column. Any failure means the rows were
 // edited or the admin set changed under the request; the executor refuses.
+// It is the index's half of the check: passing it is never enough, the
+// journal must agree (verifyFromJournal), since rows and admin sets can be
+// forged in the database together.
 func (s *Store) verifyForExecution(ctx context.Context, tx pgx.Tx, d Deletion) error {
 	if sum := sha256.Sum256([]byte(d.Targets)); string(sum[:]) != string(d.Digest) {
 		return errors.New("the targets do not match their digest")
@@ -621,8 +624,19 @@ func deref(p *string) string {
 }
 
 // applyAdminChange makes the next admin-set version from an executing
-// admin_set request. Rerun after a crash, it finds the version it made.
-func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c *AdminChange, rep *ExecReport) error {
+// admin_set request: the change the journal's request entry names,
+// applied to the newest admin set the journal shows made by the rules
+// (the index's newest version must be the same set, or nothing is
+// written). Rerun after a crash, it finds the version it made.
+func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c *AdminChange, rep *ExecReport, v *journalView) error {
+	if c == nil {
+		return fmt.Errorf("store: deletion %d: %w: no admin-set change in the journal", id, ErrIntegrity)
+	}
+	latest, ok := v.r.LatestAdminSet()
+	if !ok {
+		return fmt.Errorf("store: deletion %d: %w: no admin set in the journal", id, ErrIntegrity)
+	}
+	var diverged bool
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := setExecutor(ctx, tx, id, now); err != nil {
 			return err
@@ -643,7 +657,11 @@ func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c
 		if err != nil {
 			return err
 		}
-		p, admins, err := c.apply(cur)
+		if !cur.audit().Equal(latest) {
+			diverged = true
+			return fmt.Errorf("%w: the index's admin set version %d is not the journal's version %d", ErrIntegrity, cur.Version, latest.Version)
+		}
+		next, err := c.audit().Apply(latest)
 		if err != nil {
 			// The set changed since the request (another change executed
 			// first): nothing to do, and the report says why.
@@ -651,18 +669,22 @@ func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c
 			s.log.WarnContext(ctx, "admin-set change no longer applies; nothing changed", "deletion_id", id, "err", err)
 			return s.appendAudit(ctx, tx, now, "executor", "admin_set.skipped", map[string]any{"deletion_id": id, "reason": err.Error()})
 		}
+		p, admins := policyOf(next.Policy), membersOf(next, cur)
 		reqID := id
-		if err := insertAdminSet(ctx, tx, cur.Version+1, p, now, &reqID, admins); err != nil {
+		if err := insertAdminSet(ctx, tx, next.Version, p, now, &reqID, admins); err != nil {
 			return err
 		}
-		rep.AdminSetVersion = cur.Version + 1
+		rep.AdminSetVersion = next.Version
 		// The whole new set with its keys and policy: an auditor verifies
 		// later signatures from the log alone.
 		return s.appendAudit(ctx, tx, now, "executor", "admin_set.change", map[string]any{
-			"deletion_id": id, "version": cur.Version + 1, "op": c.Op, "admin": c.Name,
+			"deletion_id": id, "version": next.Version, "op": c.Op, "admin": c.Name,
 			"keys": adminKeys(admins), "approvals_required": p.ApprovalsRequired, "delay": time.Duration(p.Delay).String(),
 			"governance_approvals": p.GovernanceApprovals, "governance_delay": time.Duration(p.GovernanceDelay).String(),
 		})
 	})
+	if diverged {
+		s.alarm(ctx, "the index's admin set is not the journal's; the admin-set change is not made", "deletion_id", id, "err", err)
+	}
 	return dbErr("change admin set", err)
 }
