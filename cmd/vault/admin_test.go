@@ -16,6 +16,8 @@ import (
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
+	"github.com/wormvault/wormvault/internal/config"
+	"github.com/wormvault/wormvault/internal/journal"
 	"github.com/wormvault/wormvault/internal/pgtest"
 	"github.com/wormvault/wormvault/internal/store"
 	"github.com/wormvault/wormvault/internal/store/disk"
@@ -27,16 +29,18 @@ func TestAdminDeletionCommands(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
-	blobs, err := disk.Open(t.TempDir(), disk.Options{})
+	dataDir := t.TempDir()
+	blobs, err := disk.Open(dataDir, disk.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	jnl, err := journal.Open(filepath.Join(dataDir, config.JournalDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { jnl.Close() })
 	clk := clock.NewFake(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	log := slog.New(slog.DiscardHandler)
-	st := store.New(pool, blobs, clk, log, nil, store.Options{
-		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil },
-		VaultID:      "cli-test",
-	})
 	// Three admins with personal keys: alice and carol raw keys from
 	// `vault admin keygen`, bob an SSH key signing through ssh-keygen.
 	dir := t.TempDir()
@@ -56,6 +60,12 @@ func TestAdminDeletionCommands(t *testing.T) {
 		}
 		g.Admins = append(g.Admins, store.Admin{Name: name, Key: k})
 	}
+	st := store.New(pool, blobs, clk, log, nil, store.Options{
+		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil },
+		VaultID:      "cli-test",
+		Journal:      jnl,
+		Genesis:      &g,
+	})
 	if err := st.SeedAdminSet(ctx, g); err != nil {
 		t.Fatal(err)
 	}

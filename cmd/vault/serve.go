@@ -80,6 +80,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if cfg.Dev && cfg.DeletionDelay < config.SafeMinDeletionDelay {
 		log.Warn("DEV MODE: deletion delay below the safe minimum", "deletion_delay", cfg.DeletionDelay)
 	}
+	// The genesis admin set pinned in the data directory: the executor
+	// verifies every later admin set, and every deletion, from it.
+	genesis, hasAdmins, err := readAdmins(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	var pinned *store.Genesis
+	if hasAdmins {
+		pinned = &genesis
+	}
 	var notifyFn func(context.Context, store.Event)
 	if cfg.WebhookURL != "" {
 		wh := notify.NewWebhook(cfg.WebhookURL, nil, log)
@@ -99,6 +109,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Notify:  notifyFn,
 		VaultID: v.ID,
 		Journal: jnl,
+		Genesis: pinned,
 	})
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.

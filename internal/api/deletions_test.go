@@ -42,9 +42,11 @@ type deletionJSON struct {
 // adminKeys are the seeded admins' raw private keys, by name.
 type adminKeys map[string]ed25519.PrivateKey
 
-// seedAdmins enrols alice, bob, carol, dave and erin with raw keys:
-// deletions need 2 approvals and the store's default delay.
-func (ts *testServer) seedAdmins(t testing.TB) adminKeys {
+// testGenesis makes the admins every test server pins as its genesis
+// admin set (as admins.json does in a data directory): alice, bob, carol,
+// dave and erin with raw keys; deletions need 2 approvals and the store's
+// default delay.
+func testGenesis(t testing.TB) (adminKeys, store.Genesis) {
 	t.Helper()
 	keys := adminKeys{}
 	g := store.Genesis{Policy: store.Policy{ApprovalsRequired: 2, Delay: store.Duration(store.DefaultDeletionDelay),
@@ -57,10 +59,17 @@ func (ts *testServer) seedAdmins(t testing.TB) adminKeys {
 		keys[name] = priv
 		g.Admins = append(g.Admins, store.Admin{Name: name, Key: pub})
 	}
-	if err := ts.store.SeedAdminSet(context.Background(), g); err != nil {
+	return keys, g
+}
+
+// seedAdmins enrols the pinned genesis admins in the index and returns
+// their keys.
+func (ts *testServer) seedAdmins(t testing.TB) adminKeys {
+	t.Helper()
+	if err := ts.store.SeedAdminSet(context.Background(), ts.genesis); err != nil {
 		t.Fatal(err)
 	}
-	return keys
+	return ts.admins
 }
 
 // signed fetches the statement for action on id as signer, signs it with

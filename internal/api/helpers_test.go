@@ -31,6 +31,7 @@ import (
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
+	"github.com/wormvault/wormvault/internal/journal"
 	"github.com/wormvault/wormvault/internal/pgtest"
 	"github.com/wormvault/wormvault/internal/store"
 	"github.com/wormvault/wormvault/internal/store/disk"
@@ -68,6 +69,10 @@ type testServer struct {
 	issuer   *auth.Issuer
 	logs     *syncBuffer
 	requests *requestTracker
+	// admins and genesis are the genesis admin set pinned for the store
+	// (seeded in the index by seedAdmins).
+	admins  adminKeys
+	genesis store.Genesis
 }
 
 // newTestServer builds a server with its own database and data directory.
@@ -82,10 +87,17 @@ func newTestServer(t testing.TB) *testServer {
 	}
 	clk := clock.NewFake(t0)
 	logs := newTestLog(t)
+	jnl, err := journal.Open(filepath.Join(dataDir, "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { jnl.Close() })
+	admins, genesis := testGenesis(t)
 	st := store.New(pool, blobs, clk, logs.logger(), nil, store.Options{MaxChunkSize: testMaxChunk, MaxBatch: testMaxBatch, VaultID: testVaultID,
 		// The database's clock as the executor sees it: the fake clock, so
 		// that tests can let a deletion's delay pass without sleeping.
-		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil }})
+		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil },
+		Journal:      jnl, Genesis: &genesis})
 	key, err := auth.GenerateKey()
 	if err != nil {
 		t.Fatalf("auth.GenerateKey: %v", err)
@@ -94,6 +106,7 @@ func newTestServer(t testing.TB) *testServer {
 	ts := &testServer{
 		root: root, dataDir: dataDir, pool: pool, blobs: blobs, clk: clk, store: st,
 		key: key, verifier: verifier, issuer: auth.NewIssuer(key, testVaultID, clk), logs: logs,
+		admins: admins, genesis: genesis,
 	}
 	ts.Server, ts.requests = startServer(t, st, verifier, logs)
 	return ts

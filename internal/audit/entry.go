@@ -35,14 +35,15 @@ func ParseEntry(index int64, payload []byte) (Entry, error) {
 	return e, nil
 }
 
-// Actions of entries that the replay interprets. Others (holds, tokens,
-// restic repositories) are hashed and kept but carry no rule here.
+// Actions of entries that the replay interprets. Others (tokens, restic
+// repositories) are hashed and kept but carry no rule here.
 const (
 	ActionChunkCommit      = "chunk.commit"
 	ActionChunkRemove      = "chunk.remove"
 	ActionChunkRetain      = "chunk.retain"
 	ActionSnapshotCommit   = "snapshot.commit"
 	ActionSnapshotRetain   = "snapshot.retain"
+	ActionHoldPlace        = "hold.place"
 	ActionResticRetention  = "restic.repository.retention"
 	ActionGenesis          = "admin_set.genesis"
 	ActionAdminSetChange   = "admin_set.change"

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -41,13 +42,6 @@ func (f Finding) String() string {
 	return fmt.Sprintf("[%s] %s", f.Rule, f.Message)
 }
 
-type adminSet struct {
-	version            int64
-	approvals, govAppr int
-	delay, govDelay    time.Duration
-	keys               map[string]approval.Key
-}
-
 type approvalRec struct {
 	signer string
 	at     time.Time
@@ -57,41 +51,106 @@ type approvalRec struct {
 type deletion struct {
 	id        int64
 	kind      string
-	digest    string
+	digest    string // hex
 	approvals int
 	delay     time.Duration
 	adminSet  int64
-	requester string // "" until a valid deletion.sign
+	// targets are parsed from the request entry's targets text, checked
+	// against its digest; nil when the entry carries no text (a log from
+	// before it did).
+	targets   *Targets
+	expiresAt time.Time // zero when the entry does not say
+	bad       bool      // the request entry does not decode: it can never execute
+	requester string    // "" until a valid deletion.sign
 	approved  []approvalRec
 	cancelled bool
+	expired   bool
 	executing bool // a deletion.execute entry that passed the rules
 	executed  bool
+	changed   bool         // an admin_set request whose new version is in the log
+	removed   []chunk.Hash // its chunk.remove entries, in order
 }
 
 type chunkState struct {
-	retain    int64 // unix seconds, the highest retain-until seen
-	seq       int64 // entry of the latest commit
-	committed bool
-	removed   bool
+	retain     int64 // unix microseconds, the highest retain-until seen
+	seq        int64 // entry of the latest commit
+	size       int64
+	packID     int64 // of the latest commit; 0: a file of its own
+	packOffset int64
+	removedBy  int64 // the deletion whose chunk.remove is the latest
+	committed  bool
+	removed    bool
 }
 
-// Replay checks the vault's policy over entries applied in log order.
+type snapshotState struct {
+	retain    int64 // unix microseconds
+	root      chunk.Hash
+	source    string
+	committed bool // its snapshot.commit entry is in the log
+}
+
+type hold struct {
+	chunks    map[chunk.Hash]struct{}
+	snapshots map[int64]struct{}
+	source    string
+	released  bool
+}
+
+// Pins are what the replay takes from outside the log: the vault's own
+// configuration. The auditor's replay has none; the deletion executor pins
+// everything it knows.
+type Pins struct {
+	// Genesis, if set, is the admin set pinned in the data directory: the
+	// log's genesis entry must be exactly it.
+	Genesis *AdminSet
+	// VaultID, if set, must be the vault every signed statement names.
+	VaultID string
+	// MinApprovals and MinDelay are the server's floors: a request below
+	// them never executes (admin_set requests take the governance quorum,
+	// so only MinDelay applies to them).
+	MinApprovals int
+	MinDelay     time.Duration
+}
+
+// Replay checks the vault's policy over entries applied in log order. It is
+// the one policy engine: the auditor replays the log it downloaded, the
+// deletion executor the data directory's journal, and the executor asks it
+// (MayExecute, ChunkSkip, SnapshotSkip, Removed) before destroying
+// anything. A Replay is not safe for concurrent use.
 type Replay struct {
-	admins    map[int64]*adminSet
+	pins      Pins
+	admins    map[int64]*AdminSet // only versions made by the rules
 	latestSet int64
 	deletions map[int64]*deletion
 	chunks    map[chunk.Hash]*chunkState
-	snapshots map[int64]time.Time
-	Findings  []Finding
+	snapshots map[int64]*snapshotState
+	holds     map[int64]*hold
+	applied   int64 // seq of the last entry applied
+	// generation counts the entries that changed what protects chunks
+	// through snapshots (snapshot commits and extensions, holds placed
+	// and released).
+	generation int64
+	Findings   []Finding
 }
 
 // NewReplay returns an empty replay (a log from its first entry).
 func NewReplay() *Replay {
 	return &Replay{
-		admins: map[int64]*adminSet{}, deletions: map[int64]*deletion{},
-		chunks: map[chunk.Hash]*chunkState{}, snapshots: map[int64]time.Time{},
+		admins: map[int64]*AdminSet{}, deletions: map[int64]*deletion{},
+		chunks: map[chunk.Hash]*chunkState{}, snapshots: map[int64]*snapshotState{}, holds: map[int64]*hold{},
 	}
 }
+
+// Pin sets what the replay checks the log against; call it before applying
+// any entry.
+func (r *Replay) Pin(p Pins) { r.pins = p }
+
+// Applied returns the seq of the last entry applied (0 if none).
+func (r *Replay) Applied() int64 { return r.applied }
+
+// Generation changes whenever an applied entry changes what snapshots and
+// holds protect: Refs read before it changed are stale.
+func (r *Replay) Generation() int64 { return r.generation }
 
 func (r *Replay) find(seq int64, rule, format string, args ...any) {
 	r.Findings = append(r.Findings, Finding{Seq: seq, Rule: rule, Message: fmt.Sprintf(format, args...)})
@@ -111,8 +170,26 @@ func (r *Replay) LiveChunks() ([]chunk.Hash, []int64) {
 	return hs, seqs
 }
 
+// ApplyPayload parses and replays the entry with sequence number seq,
+// which must follow the last one applied. An entry that does not parse,
+// or that is out of sequence, is a finding: a log the replay cannot read
+// is never taken as harmless.
+func (r *Replay) ApplyPayload(seq int64, payload []byte) {
+	if seq != r.applied+1 {
+		r.find(seq, RuleEntries, "entry %d follows entry %d", seq, r.applied)
+	}
+	e, err := ParseEntry(seq-1, payload)
+	if err != nil {
+		r.find(seq, RuleEntries, "%v", err)
+		r.applied = seq
+		return
+	}
+	r.Apply(e)
+}
+
 // Apply replays one entry.
 func (r *Replay) Apply(e Entry) {
+	r.applied = e.Seq
 	var err error
 	switch e.Action {
 	case ActionChunkCommit:
@@ -123,6 +200,8 @@ func (r *Replay) Apply(e Entry) {
 		err = r.chunkRemove(e)
 	case ActionSnapshotCommit, ActionSnapshotRetain:
 		err = r.snapshot(e)
+	case ActionHoldPlace:
+		err = r.holdPlace(e)
 	case ActionResticRetention:
 		err = r.restic(e)
 	case ActionGenesis, ActionAdminSetChange:
@@ -131,6 +210,8 @@ func (r *Replay) Apply(e Entry) {
 		err = r.request(e)
 	case ActionDeletionSign, ActionDeletionApprove, ActionDeletionCancel:
 		err = r.signed(e)
+	case ActionDeletionExpire:
+		err = r.expire(e)
 	case ActionDeletionExecute:
 		err = r.execute(e)
 	case ActionDeletionExecuted:
@@ -152,6 +233,8 @@ func (r *Replay) Apply(e Entry) {
 
 func parseChunk(s string) (chunk.Hash, error) { return chunk.ParseHash(s) }
 
+func formatMicro(us int64) string { return time.UnixMicro(us).UTC().Format(time.RFC3339) }
+
 func (r *Replay) chunk(h chunk.Hash) *chunkState {
 	c := r.chunks[h]
 	if c == nil {
@@ -170,16 +253,20 @@ func (r *Replay) chunkCommit(e Entry) error {
 	if err != nil {
 		return err
 	}
+	if d.Size < 0 || d.PackID < 0 || d.PackOffset < 0 {
+		return fmt.Errorf("chunk %s: negative size or location", h)
+	}
 	c := r.chunk(h)
-	until := d.RetainUntil.Unix()
+	until := d.RetainUntil.UnixMicro()
 	if c.committed && !c.removed && until < c.retain {
 		r.find(e.Seq, RuleRetention, "chunk %s committed again with retain-until %s, before the %s logged earlier",
-			h, d.RetainUntil.UTC().Format(time.RFC3339), time.Unix(c.retain, 0).UTC().Format(time.RFC3339))
+			h, d.RetainUntil.UTC().Format(time.RFC3339), formatMicro(c.retain))
 	}
 	if c.removed {
 		c.retain = 0 // stored anew after a deletion
 	}
-	c.committed, c.removed, c.seq = true, false, e.Seq
+	c.committed, c.removed, c.removedBy, c.seq = true, false, 0, e.Seq
+	c.size, c.packID, c.packOffset = d.Size, d.PackID, d.PackOffset
 	c.retain = max(c.retain, until)
 	return nil
 }
@@ -192,7 +279,7 @@ func (r *Replay) chunkRetain(e Entry) error {
 	if err := json.Unmarshal(e.Details, &d); err != nil {
 		return err
 	}
-	until := d.Until.Unix()
+	until := d.Until.UnixMicro()
 	for _, s := range d.Hashes {
 		h, err := parseChunk(s)
 		if err != nil {
@@ -201,7 +288,7 @@ func (r *Replay) chunkRetain(e Entry) error {
 		c := r.chunk(h)
 		if until < c.retain {
 			r.find(e.Seq, RuleRetention, "chunk %s retention set to %s, earlier than the %s logged before",
-				h, d.Until.UTC().Format(time.RFC3339), time.Unix(c.retain, 0).UTC().Format(time.RFC3339))
+				h, d.Until.UTC().Format(time.RFC3339), formatMicro(c.retain))
 		}
 		c.retain = max(c.retain, until)
 	}
@@ -221,41 +308,102 @@ func (r *Replay) chunkRemove(e Entry) error {
 	switch {
 	case del == nil || !del.executing:
 		r.find(e.Seq, RuleChunkRemoved, "chunk %s removed by deletion %d, which has no valid deletion.execute entry", h, d.DeletionID)
-	case del.kind != "chunks" && del.kind != "expired":
+	case del.kind != KindChunks && del.kind != KindExpired && del.kind != KindSnapshots:
 		r.find(e.Seq, RuleChunkRemoved, "chunk %s removed by deletion %d of kind %s", h, d.DeletionID, del.kind)
+	default:
+		del.removed = append(del.removed, h)
 	}
-	if c := r.chunks[h]; c != nil && c.retain > e.At.Unix() {
-		r.find(e.Seq, RuleRetention, "chunk %s removed before its logged retain-until %s", h,
-			time.Unix(c.retain, 0).UTC().Format(time.RFC3339))
+	c := r.chunk(h)
+	if c.retain > e.At.UnixMicro() {
+		r.find(e.Seq, RuleRetention, "chunk %s removed before its logged retain-until %s", h, formatMicro(c.retain))
 	}
-	r.chunk(h).removed = true
+	c.removed, c.removedBy = true, d.DeletionID
 	return nil
 }
 
 func (r *Replay) snapshot(e Entry) error {
 	var d struct {
-		ID    int64      `json:"snapshot_id"`
-		From  *time.Time `json:"from"`
-		Until time.Time  `json:"retain_until"`
+		ID     int64      `json:"snapshot_id"`
+		Source string     `json:"source"`
+		Root   string     `json:"manifest_root"`
+		From   *time.Time `json:"from"`
+		Until  time.Time  `json:"retain_until"`
 	}
 	if err := json.Unmarshal(e.Details, &d); err != nil {
 		return err
 	}
-	prev, known := r.snapshots[d.ID]
+	s := r.snapshots[d.ID]
+	known := s != nil
+	if !known {
+		s = &snapshotState{}
+	}
+	if e.Action == ActionSnapshotCommit {
+		root, err := parseChunk(d.Root)
+		if err != nil {
+			return fmt.Errorf("snapshot %d manifest root: %w", d.ID, err)
+		}
+		if s.committed {
+			r.find(e.Seq, RuleEntries, "snapshot %d committed twice", d.ID)
+		}
+		s.root, s.source, s.committed = root, d.Source, true
+	}
+	prev := s.retain
+	until := d.Until.UnixMicro()
 	switch {
 	case d.From != nil && d.Until.Before(*d.From):
 		r.find(e.Seq, RuleRetention, "snapshot %d retention moved from %s to the earlier %s", d.ID,
 			d.From.UTC().Format(time.RFC3339), d.Until.UTC().Format(time.RFC3339))
-	case d.From != nil && known && d.From.Before(prev):
+	case d.From != nil && known && d.From.UnixMicro() < prev:
 		r.find(e.Seq, RuleRetention, "snapshot %d retention was %s here, earlier than the %s logged before (shortened outside the log)",
-			d.ID, d.From.UTC().Format(time.RFC3339), prev.UTC().Format(time.RFC3339))
-	case known && d.Until.Before(prev):
+			d.ID, d.From.UTC().Format(time.RFC3339), formatMicro(prev))
+	case known && until < prev:
 		r.find(e.Seq, RuleRetention, "snapshot %d retention set to %s, earlier than %s", d.ID,
-			d.Until.UTC().Format(time.RFC3339), prev.UTC().Format(time.RFC3339))
+			d.Until.UTC().Format(time.RFC3339), formatMicro(prev))
 	}
-	if !known || d.Until.After(prev) {
-		r.snapshots[d.ID] = d.Until
+	s.retain = max(prev, until)
+	r.snapshots[d.ID] = s
+	r.generation++
+	return nil
+}
+
+func (r *Replay) holdPlace(e Entry) error {
+	var d struct {
+		ID        int64    `json:"hold_id"`
+		Kind      string   `json:"kind"`
+		Chunks    []string `json:"chunks"`
+		Snapshots []int64  `json:"snapshots"`
+		Source    string   `json:"source"`
 	}
+	if err := json.Unmarshal(e.Details, &d); err != nil {
+		return err
+	}
+	if _, dup := r.holds[d.ID]; dup {
+		r.find(e.Seq, RuleEntries, "hold %d placed twice", d.ID)
+	}
+	h := &hold{chunks: map[chunk.Hash]struct{}{}, snapshots: map[int64]struct{}{}}
+	switch d.Kind {
+	case "chunks":
+		for _, s := range d.Chunks {
+			c, err := parseChunk(s)
+			if err != nil {
+				return err
+			}
+			h.chunks[c] = struct{}{}
+		}
+	case "snapshots":
+		for _, id := range d.Snapshots {
+			h.snapshots[id] = struct{}{}
+		}
+	case "source":
+		if d.Source == "" {
+			return fmt.Errorf("hold %d: a source hold without a source", d.ID)
+		}
+		h.source = d.Source
+	default:
+		return fmt.Errorf("hold %d: unknown kind %q", d.ID, d.Kind)
+	}
+	r.holds[d.ID] = h
+	r.generation++
 	return nil
 }
 
@@ -279,6 +427,16 @@ func (r *Replay) restic(e Entry) error {
 	return nil
 }
 
+// parseDuration is time.ParseDuration for a duration the log must carry:
+// an empty or unparsable one is an error, never zero.
+func parseDuration(field, s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q: %w", field, s, err)
+	}
+	return d, nil
+}
+
 func (r *Replay) adminSet(e Entry) error {
 	var d struct {
 		Version   int64             `json:"version"`
@@ -292,48 +450,123 @@ func (r *Replay) adminSet(e Entry) error {
 	if err := json.Unmarshal(e.Details, &d); err != nil {
 		return err
 	}
-	if d.Version != r.latestSet+1 {
-		r.find(e.Seq, RuleAdminSet, "admin set version %d follows version %d", d.Version, r.latestSet)
+	set := &AdminSet{Version: d.Version, Policy: Policy{Approvals: d.Approvals, GovernanceApprovals: d.GovAppr},
+		Keys: map[string]approval.Key{}}
+	var err error
+	if set.Policy.Delay, err = parseDuration("delay", d.Delay); err != nil {
+		return err
 	}
-	if e.Action == ActionAdminSetChange {
-		del := r.deletions[d.Deletion]
-		if del == nil || !del.executing || del.kind != "admin_set" {
-			r.find(e.Seq, RuleAdminSet, "admin set version %d made by deletion %d, which is not an executed admin_set request", d.Version, d.Deletion)
-		}
+	if set.Policy.GovernanceDelay, err = parseDuration("governance_delay", d.GovDelay); err != nil {
+		return err
 	}
-	set := &adminSet{version: d.Version, approvals: d.Approvals, govAppr: d.GovAppr, keys: map[string]approval.Key{}}
-	set.delay, _ = time.ParseDuration(d.Delay)
-	set.govDelay, _ = time.ParseDuration(d.GovDelay)
 	for name, line := range d.Keys {
 		k, err := approval.ParsePublicKey(line)
 		if err != nil {
 			return fmt.Errorf("admin %s key: %w", name, err)
 		}
-		set.keys[name] = k
+		set.Keys[name] = k
+	}
+	// A version that breaks a rule is reported and not taken: nothing
+	// signed under it verifies.
+	if d.Version != r.latestSet+1 {
+		r.find(e.Seq, RuleAdminSet, "admin set version %d follows version %d", d.Version, r.latestSet)
+		return nil
+	}
+	switch e.Action {
+	case ActionGenesis:
+		if d.Version != 1 {
+			r.find(e.Seq, RuleAdminSet, "a genesis admin set with version %d", d.Version)
+			return nil
+		}
+		if g := r.pins.Genesis; g != nil && !g.Equal(*set) {
+			r.find(e.Seq, RuleAdminSet, "the genesis admin set differs from the one pinned in the data directory")
+			return nil
+		}
+	case ActionAdminSetChange:
+		del := r.deletions[d.Deletion]
+		if del == nil || !del.executing || del.kind != KindAdminSet || del.changed {
+			r.find(e.Seq, RuleAdminSet, "admin set version %d made by deletion %d, which is not an executed admin_set request", d.Version, d.Deletion)
+			return nil
+		}
+		if del.targets == nil || del.targets.Change == nil {
+			r.find(e.Seq, RuleAdminSet, "admin set version %d: the change of deletion %d is not in the log", d.Version, d.Deletion)
+			return nil
+		}
+		want, err := del.targets.Change.Apply(*r.admins[r.latestSet])
+		if err != nil {
+			r.find(e.Seq, RuleAdminSet, "admin set version %d: deletion %d's change does not apply: %v", d.Version, d.Deletion, err)
+			return nil
+		}
+		if !want.Equal(*set) {
+			r.find(e.Seq, RuleAdminSet, "admin set version %d is not what deletion %d's signed change makes of version %d",
+				d.Version, d.Deletion, r.latestSet)
+			return nil
+		}
+		del.changed = true
 	}
 	r.admins[d.Version] = set
-	r.latestSet = max(r.latestSet, d.Version)
+	r.latestSet = d.Version
 	return nil
 }
 
 func (r *Replay) request(e Entry) error {
 	var d struct {
-		ID        int64  `json:"deletion_id"`
-		Kind      string `json:"kind"`
-		Digest    string `json:"digest"`
-		Approvals int    `json:"approvals_required"`
-		Delay     string `json:"delay"`
-		AdminSet  *int64 `json:"admin_set_version"`
+		ID        int64      `json:"deletion_id"`
+		Kind      string     `json:"kind"`
+		Digest    string     `json:"digest"`
+		Targets   *string    `json:"targets"`
+		Approvals int        `json:"approvals_required"`
+		Delay     string     `json:"delay"`
+		AdminSet  *int64     `json:"admin_set_version"`
+		ExpiresAt *time.Time `json:"expires_at"`
 	}
 	if err := json.Unmarshal(e.Details, &d); err != nil {
 		return err
 	}
-	del := &deletion{id: d.ID, kind: d.Kind, digest: d.Digest, approvals: d.Approvals}
-	del.delay, _ = time.ParseDuration(d.Delay)
+	if _, dup := r.deletions[d.ID]; dup {
+		r.find(e.Seq, RuleEntries, "deletion %d requested twice", d.ID)
+	}
+	// Recorded even when broken, so that nothing signed for this id can
+	// count for a later entry of the same id.
+	del := &deletion{id: d.ID, kind: d.Kind, digest: d.Digest, approvals: d.Approvals, bad: true}
+	r.deletions[d.ID] = del
 	if d.AdminSet != nil {
 		del.adminSet = *d.AdminSet
 	}
-	r.deletions[d.ID] = del
+	if d.ExpiresAt != nil {
+		del.expiresAt = *d.ExpiresAt
+	}
+	var err error
+	if del.delay, err = parseDuration("delay", d.Delay); err != nil {
+		return err
+	}
+	if d.Targets != nil {
+		if sum := sha256.Sum256([]byte(*d.Targets)); hex.EncodeToString(sum[:]) != d.Digest {
+			return fmt.Errorf("deletion %d: the targets do not hash to the digest", d.ID)
+		}
+		t, err := ParseTargets(*d.Targets)
+		if err != nil {
+			return fmt.Errorf("deletion %d: %w", d.ID, err)
+		}
+		if t.Kind != d.Kind {
+			return fmt.Errorf("deletion %d: targets of kind %s in a request of kind %s", d.ID, t.Kind, d.Kind)
+		}
+		del.targets = &t
+	}
+	del.bad = false
+	return nil
+}
+
+func (r *Replay) expire(e Entry) error {
+	var d struct {
+		ID int64 `json:"deletion_id"`
+	}
+	if err := json.Unmarshal(e.Details, &d); err != nil {
+		return err
+	}
+	if del := r.deletions[d.ID]; del != nil {
+		del.expired = true
+	}
 	return nil
 }
 
@@ -362,7 +595,7 @@ func (r *Replay) signed(e Entry) error {
 	valid := r.checkSignature(e.Seq, del, action, d.Signer, d.Format, d.Signature, d.Statement)
 	switch e.Action {
 	case ActionDeletionSign:
-		if valid {
+		if valid && del.requester == "" {
 			del.requester = d.Signer
 		}
 	case ActionDeletionApprove:
@@ -389,6 +622,8 @@ func (r *Replay) checkSignature(seq int64, del *deletion, action, signer, format
 	switch {
 	case st.Type != typ || st.Request != del.id || st.Kind != del.kind || st.Signer != signer:
 		return bad("the statement is for another request or action")
+	case r.pins.VaultID != "" && st.Vault != r.pins.VaultID:
+		return bad("the statement is for vault %q", st.Vault)
 	case hex.EncodeToString(st.TargetsDigest) != del.digest:
 		return bad("the statement's targets digest differs from the request's")
 	case st.Approvals != del.approvals || st.Delay != del.delay || st.AdminSet != del.adminSet:
@@ -398,7 +633,7 @@ func (r *Replay) checkSignature(seq int64, del *deletion, action, signer, format
 	if set == nil {
 		return bad("admin set %d is not in the log", del.adminSet)
 	}
-	key, ok := set.keys[signer]
+	key, ok := set.Keys[signer]
 	if !ok {
 		return bad("not a member of admin set %d", del.adminSet)
 	}
@@ -410,6 +645,105 @@ func (r *Replay) checkSignature(seq int64, del *deletion, action, signer, format
 		return bad("%v", err)
 	}
 	return true
+}
+
+// failure is why a deletion may not execute at some time.
+type failure struct {
+	rule, reason string
+	// wait, if set, is when the deletion may execute: nothing but time is
+	// missing.
+	wait time.Time
+}
+
+// check applies the rules a deletion must meet to execute at time at: its
+// request entry decodes; its requester's signature and its approvals are
+// valid under the admin set it was made under (a version the log shows
+// made by the rules, from the pinned genesis), by distinct admins other
+// than the requester (and other than the admin an admin-set change
+// removes or re-keys), given before the request expired, by signers still
+// admins with the same keys; its policy is at least that admin set's, the
+// newest admin set's and the pinned floors; it was neither cancelled nor
+// expired; and at is no earlier than the time of the approval entry that
+// completed its quorum plus its delay. It returns nil when all hold.
+func (r *Replay) check(del *deletion, at time.Time) *failure {
+	fail := func(rule, format string, args ...any) *failure {
+		return &failure{rule: rule, reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case del.bad:
+		return fail(RuleEntries, "its request entry does not decode")
+	case del.cancelled:
+		return fail(RuleCancelled, "it was cancelled")
+	case del.expired:
+		return fail(RuleQuorum, "it expired before its quorum")
+	}
+	set := r.admins[del.adminSet]
+	if set == nil {
+		return fail(RuleAdminSet, "its admin set %d is not in the log as made by the rules", del.adminSet)
+	}
+	// The policy of the set it was made under, and of the set in force
+	// now: a raised bar applies to requests in flight.
+	for _, s := range []*AdminSet{set, r.admins[r.latestSet]} {
+		need, wait := s.Policy.Approvals, s.Policy.Delay
+		if del.kind == KindAdminSet {
+			need, wait = s.Policy.GovernanceApprovals, s.Policy.GovernanceDelay
+		}
+		if del.approvals < need || del.delay < wait {
+			return fail(RuleQuorum, "its policy (%d approvals, %s) is below admin set %d's (%d, %s)", del.approvals, del.delay,
+				s.Version, need, wait)
+		}
+	}
+	if p := r.pins; del.delay < p.MinDelay || (del.kind != KindAdminSet && del.approvals < p.MinApprovals) {
+		return fail(RuleQuorum, "its policy (%d approvals, %s) is below the vault's floors (%d, %s)", del.approvals, del.delay,
+			p.MinApprovals, p.MinDelay)
+	}
+	if del.requester == "" {
+		return fail(RuleQuorum, "it has no valid requester signature")
+	}
+	if !r.stillAdmin(set, del.requester) {
+		return fail(RuleQuorum, "its requester %s is no longer an admin with the key that signed", del.requester)
+	}
+	var change *AdminChange
+	if del.targets != nil {
+		change = del.targets.Change
+	}
+	seen := map[string]bool{}
+	var quorumAt time.Time
+	n := 0
+	for _, a := range del.approved {
+		switch {
+		case !a.valid, a.signer == del.requester, seen[a.signer], change.TargetsAdmin(a.signer),
+			!del.expiresAt.IsZero() && !a.at.Before(del.expiresAt), !r.stillAdmin(set, a.signer):
+			continue
+		}
+		seen[a.signer] = true
+		n++
+		if n == del.approvals {
+			quorumAt = a.at
+		}
+	}
+	if n < del.approvals {
+		return fail(RuleQuorum, "%d valid approvals of %d required (signers: %s)", n, del.approvals, signers(del.approved))
+	}
+	if due := quorumAt.Add(del.delay); at.Before(due) {
+		f := fail(RuleDelay, "at %s, before its quorum (%s) plus its delay %s", at.UTC().Format(time.RFC3339),
+			quorumAt.UTC().Format(time.RFC3339), del.delay)
+		f.wait = due
+		return f
+	}
+	return nil
+}
+
+// stillAdmin reports whether name, a member of set, is a member of the
+// newest admin set with the same key.
+func (r *Replay) stillAdmin(set *AdminSet, name string) bool {
+	k, ok := set.Keys[name]
+	cur := r.admins[r.latestSet]
+	if !ok || cur == nil {
+		return false
+	}
+	c, ok := cur.Keys[name]
+	return ok && c.Equal(k)
 }
 
 // execute checks the rules a deletion must meet when it starts executing.
@@ -425,47 +759,17 @@ func (r *Replay) execute(e Entry) error {
 		r.find(e.Seq, RuleQuorum, "deletion %d executed but never requested", d.ID)
 		return nil
 	}
-	ok := true
-	fail := func(rule, format string, args ...any) {
-		ok = false
-		r.find(e.Seq, rule, "deletion %d: %s", d.ID, fmt.Sprintf(format, args...))
+	if f := r.check(del, e.At); f != nil {
+		r.find(e.Seq, f.rule, "deletion %d executed: %s", d.ID, f.reason)
+		return nil
 	}
-	if del.cancelled {
-		fail(RuleCancelled, "executed after it was cancelled")
-	}
-	if del.requester == "" {
-		fail(RuleQuorum, "executed without a valid requester signature")
-	}
-	if set := r.admins[del.adminSet]; set != nil {
-		need, wait := set.approvals, set.delay
-		if del.kind == "admin_set" {
-			need, wait = set.govAppr, set.govDelay
-		}
-		if del.approvals < need || del.delay < wait {
-			fail(RuleQuorum, "its policy (%d approvals, %s) is below its admin set's (%d, %s)", del.approvals, del.delay, need, wait)
+	del.executing = true
+	if del.kind == KindHoldRelease && del.targets != nil {
+		if h := r.holds[del.targets.Hold]; h != nil {
+			h.released = true
+			r.generation++
 		}
 	}
-	seen := map[string]bool{}
-	var quorumAt time.Time
-	n := 0
-	for _, a := range del.approved {
-		if !a.valid || a.signer == del.requester || seen[a.signer] {
-			continue
-		}
-		seen[a.signer] = true
-		n++
-		if n == del.approvals {
-			quorumAt = a.at
-		}
-	}
-	switch {
-	case n < del.approvals:
-		fail(RuleQuorum, "executed with %d valid approvals of %d required (signers: %s)", n, del.approvals, signers(del.approved))
-	case e.At.Before(quorumAt.Add(del.delay)):
-		fail(RuleDelay, "executed at %s, before its quorum (%s) plus its delay %s", e.At.UTC().Format(time.RFC3339),
-			quorumAt.UTC().Format(time.RFC3339), del.delay)
-	}
-	del.executing = ok
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wormvault/wormvault/internal/approval"
+	"github.com/wormvault/wormvault/internal/audit"
 )
 
 // DeleteAdminSet is the kind of a request that changes the admin set: it
@@ -46,30 +47,37 @@ type Policy struct {
 	GovernanceDelay     Duration `json:"governance_delay"`
 }
 
-// Check refuses a policy below the floors for an admin set of n members:
-// at least one approval other than the requester's for deletions, at least
-// two for admin-set changes and never fewer than for deletions, a
-// governance delay at least the deletion delay, and enough admins that
-// every quorum can be reached without the requester and with one admin
-// lost (n ≥ governance approvals + 1 ≥ approvals + 1).
+// Check refuses a policy below the floors for an admin set of n members
+// (audit.Policy.Check, the rules the executor and the auditor apply too).
 func (p Policy) Check(n int) error {
+	return policyErr(p.audit().Check(n))
+}
+
+// audit returns p as the shared policy rules spell it.
+func (p Policy) audit() audit.Policy {
+	return audit.Policy{Approvals: p.ApprovalsRequired, Delay: time.Duration(p.Delay),
+		GovernanceApprovals: p.GovernanceApprovals, GovernanceDelay: time.Duration(p.GovernanceDelay)}
+}
+
+func policyOf(p audit.Policy) Policy {
+	return Policy{ApprovalsRequired: p.Approvals, Delay: Duration(p.Delay),
+		GovernanceApprovals: p.GovernanceApprovals, GovernanceDelay: Duration(p.GovernanceDelay)}
+}
+
+// policyErr maps the shared rules' errors to the store's.
+func policyErr(err error) error {
+	var pe *audit.PolicyError
 	switch {
-	case p.ApprovalsRequired < 1:
-		return invalid("approvals_required", "must be at least 1")
-	case p.Delay <= 0:
-		return invalid("delay", "must be positive")
-	case p.GovernanceApprovals < 2:
-		return invalid("governance_approvals", "must be at least 2")
-	case p.GovernanceApprovals < p.ApprovalsRequired:
-		return invalid("governance_approvals", "must be at least approvals_required (%d)", p.ApprovalsRequired)
-	case p.GovernanceDelay < p.Delay:
-		return invalid("governance_delay", "must be at least the deletion delay (%s)", time.Duration(p.Delay))
-	case n < p.ApprovalsRequired+1:
-		return invalid("admins", "%d admins cannot reach %d approvals besides the requester's", n, p.ApprovalsRequired)
-	case n < p.GovernanceApprovals+1:
-		return invalid("admins", "%d admins cannot reach %d governance approvals besides the requester's", n, p.GovernanceApprovals)
+	case err == nil:
+		return nil
+	case errors.As(err, &pe):
+		return invalid(pe.Field, "%s", pe.Reason)
+	case errors.Is(err, audit.ErrChangeConflict):
+		return fmt.Errorf("%w: %w", err, ErrConflict)
+	case errors.Is(err, audit.ErrChangeNotFound):
+		return fmt.Errorf("%w: %w", err, ErrNotFound)
 	}
-	return nil
+	return err
 }
 
 // Admin is one member of an admin set.
@@ -129,6 +137,21 @@ func (g Genesis) Check() error {
 		names[a.Name], keys[string(a.Key.Public)] = true, true
 	}
 	return g.Policy.Check(len(g.Admins))
+}
+
+// Pinned returns the genesis set as the journal's replay pins it.
+func (g Genesis) Pinned() audit.AdminSet {
+	set := AdminSet{Version: 1, Policy: g.Policy, Admins: g.Admins}
+	return set.audit()
+}
+
+// audit returns the set as the shared rules spell it.
+func (a AdminSet) audit() audit.AdminSet {
+	set := audit.AdminSet{Version: a.Version, Policy: a.Policy.audit(), Keys: make(map[string]approval.Key, len(a.Admins))}
+	for _, m := range a.Admins {
+		set.Keys[m.Name] = m.Key
+	}
+	return set
 }
 
 // SeedAdminSet records the genesis admin set if the database has none; if
@@ -335,41 +358,35 @@ func (c *AdminChange) parseLine(k, v string) (bool, error) {
 	return true, err
 }
 
-// apply returns the admin set after the change, or why it cannot be made.
+// audit returns the change as the shared rules spell it.
+func (c AdminChange) audit() audit.AdminChange {
+	return audit.AdminChange{Op: c.Op, Name: c.Name, Key: c.Key, Policy: c.Policy.audit()}
+}
+
+// apply returns the admin set after the change, or why it cannot be made
+// (audit.AdminChange.Apply: the rules the executor and the auditor apply).
+// Members keep the time they were added.
 func (c AdminChange) apply(cur AdminSet) (Policy, []Admin, error) {
-	admins := slices.Clone(cur.Admins)
-	p := cur.Policy
-	idx := slices.IndexFunc(admins, func(a Admin) bool { return a.Name == c.Name })
-	enrolled := slices.ContainsFunc(admins, func(a Admin) bool { return string(a.Key.Public) == string(c.Key.Public) })
-	switch c.Op {
-	case AdminAdd:
-		if idx >= 0 {
-			return p, nil, fmt.Errorf("admin %s already exists: %w", c.Name, ErrConflict)
-		}
-		if enrolled {
-			return p, nil, fmt.Errorf("that key is already enrolled: %w", ErrConflict)
-		}
-		admins = append(admins, Admin{Name: c.Name, Key: c.Key})
-	case AdminRemove:
-		if idx < 0 {
-			return p, nil, fmt.Errorf("admin %s: %w", c.Name, ErrNotFound)
-		}
-		admins = slices.Delete(admins, idx, idx+1)
-	case AdminRotate:
-		if idx < 0 {
-			return p, nil, fmt.Errorf("admin %s: %w", c.Name, ErrNotFound)
-		}
-		if enrolled {
-			return p, nil, fmt.Errorf("that key is already enrolled: %w", ErrConflict)
-		}
-		admins[idx] = Admin{Name: c.Name, Key: c.Key}
-	case AdminPolicy:
-		p = c.Policy
+	next, err := c.audit().Apply(cur.audit())
+	if err != nil {
+		return cur.Policy, nil, policyErr(err)
 	}
-	if err := p.Check(len(admins)); err != nil {
-		return p, nil, err
+	return policyOf(next.Policy), membersOf(next, cur), nil
+}
+
+// membersOf lists set's members in name order, keeping the time each
+// unchanged member of prev was added.
+func membersOf(set audit.AdminSet, prev AdminSet) []Admin {
+	admins := make([]Admin, 0, len(set.Keys))
+	for name, k := range set.Keys {
+		a := Admin{Name: name, Key: k}
+		if m, ok := prev.Member(name); ok && m.Key.Equal(k) {
+			a.AddedAt = m.AddedAt
+		}
+		admins = append(admins, a)
 	}
-	return p, admins, nil
+	slices.SortFunc(admins, func(a, b Admin) int { return strings.Compare(a.Name, b.Name) })
+	return admins
 }
 
 // targetsAdmin reports whether the change is about signer's own membership
@@ -521,6 +538,9 @@ func (s *Store) SignRequest(ctx context.Context, actor string, id int64, sig Sig
 // that every counted signer is still an admin with the same key, and the
 // quorum. It trusts no status column. Any failure means the rows were
 // edited or the admin set changed under the request; the executor refuses.
+// It is the index's half of the check: passing it is never enough, the
+// journal must agree (verifyFromJournal), since rows and admin sets can be
+// forged in the database together.
 func (s *Store) verifyForExecution(ctx context.Context, tx pgx.Tx, d Deletion) error {
 	if sum := sha256.Sum256([]byte(d.Targets)); string(sum[:]) != string(d.Digest) {
 		return errors.New("the targets do not match their digest")
@@ -604,8 +624,19 @@ func deref(p *string) string {
 }
 
 // applyAdminChange makes the next admin-set version from an executing
-// admin_set request. Rerun after a crash, it finds the version it made.
-func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c *AdminChange, rep *ExecReport) error {
+// admin_set request: the change the journal's request entry names,
+// applied to the newest admin set the journal shows made by the rules
+// (the index's newest version must be the same set, or nothing is
+// written). Rerun after a crash, it finds the version it made.
+func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c *AdminChange, rep *ExecReport, v *journalView) error {
+	if c == nil {
+		return fmt.Errorf("store: deletion %d: %w: no admin-set change in the journal", id, ErrIntegrity)
+	}
+	latest, ok := v.r.LatestAdminSet()
+	if !ok {
+		return fmt.Errorf("store: deletion %d: %w: no admin set in the journal", id, ErrIntegrity)
+	}
+	var diverged bool
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := setExecutor(ctx, tx, id, now); err != nil {
 			return err
@@ -626,7 +657,11 @@ func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c
 		if err != nil {
 			return err
 		}
-		p, admins, err := c.apply(cur)
+		if !cur.audit().Equal(latest) {
+			diverged = true
+			return fmt.Errorf("%w: the index's admin set version %d is not the journal's version %d", ErrIntegrity, cur.Version, latest.Version)
+		}
+		next, err := c.audit().Apply(latest)
 		if err != nil {
 			// The set changed since the request (another change executed
 			// first): nothing to do, and the report says why.
@@ -634,18 +669,22 @@ func (s *Store) applyAdminChange(ctx context.Context, id int64, now time.Time, c
 			s.log.WarnContext(ctx, "admin-set change no longer applies; nothing changed", "deletion_id", id, "err", err)
 			return s.appendAudit(ctx, tx, now, "executor", "admin_set.skipped", map[string]any{"deletion_id": id, "reason": err.Error()})
 		}
+		p, admins := policyOf(next.Policy), membersOf(next, cur)
 		reqID := id
-		if err := insertAdminSet(ctx, tx, cur.Version+1, p, now, &reqID, admins); err != nil {
+		if err := insertAdminSet(ctx, tx, next.Version, p, now, &reqID, admins); err != nil {
 			return err
 		}
-		rep.AdminSetVersion = cur.Version + 1
+		rep.AdminSetVersion = next.Version
 		// The whole new set with its keys and policy: an auditor verifies
 		// later signatures from the log alone.
 		return s.appendAudit(ctx, tx, now, "executor", "admin_set.change", map[string]any{
-			"deletion_id": id, "version": cur.Version + 1, "op": c.Op, "admin": c.Name,
+			"deletion_id": id, "version": next.Version, "op": c.Op, "admin": c.Name,
 			"keys": adminKeys(admins), "approvals_required": p.ApprovalsRequired, "delay": time.Duration(p.Delay).String(),
 			"governance_approvals": p.GovernanceApprovals, "governance_delay": time.Duration(p.GovernanceDelay).String(),
 		})
 	})
+	if diverged {
+		s.alarm(ctx, "the index's admin set is not the journal's; the admin-set change is not made", "deletion_id", id, "err", err)
+	}
 	return dbErr("change admin set", err)
 }

@@ -343,9 +343,13 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 		if err != nil {
 			return err
 		}
+		// The targets text and the expiry are in the entry too: the
+		// executor and the auditor read what was signed from the log, not
+		// from the index.
 		return s.appendAudit(ctx, tx, now, actor, "deletion.request", map[string]any{
 			"deletion_id": d.ID, "kind": t.Kind, "digest": hex.EncodeToString(digest[:]), "reason": reason,
 			"approvals_required": quorum, "delay": delay.String(), "admin_set_version": version,
+			"targets": text, "expires_at": now.Add(s.opts.Deletion.Expiry).UTC(),
 		})
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormvault/wormvault/internal/approval"
 	"github.com/wormvault/wormvault/internal/chunk"
@@ -32,6 +35,42 @@ type deletionStore struct {
 	mu     sync.Mutex
 	events []store.Event
 	blobs  *failingBlobs
+	reg    *prometheus.Registry // the store's metrics
+	logs   *logBuffer           // the store's log
+}
+
+// logBuffer collects a log for tests to search.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// alarms reads the store's integrity alarm counter.
+func (ds *deletionStore) alarms(t testing.TB) float64 {
+	t.Helper()
+	mfs, err := ds.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "wormvault_integrity_alarms_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no integrity alarm metric")
+	return 0
 }
 
 // failingBlobs fails Remove while fail is set: a crash in the middle of an
@@ -66,9 +105,21 @@ func newDeletionStore(t testing.TB) *deletionStore {
 	}
 	pool := pgtest.NewPool(t)
 	clk := clock.NewFake(epoch)
-	ds := &deletionStore{blobs: &failingBlobs{Blobs: d}, keys: map[string]ed25519.PrivateKey{}}
-	s := store.New(pool, ds.blobs, clk, slog.New(slog.DiscardHandler), nil, store.Options{
-		MaxChunkSize: 4 << 20, Packs: packs, PackThreshold: 64 << 10, VaultID: testVaultID, Journal: newJournal(t, dir),
+	ds := &deletionStore{blobs: &failingBlobs{Blobs: d}, keys: map[string]ed25519.PrivateKey{},
+		reg: prometheus.NewRegistry(), logs: &logBuffer{}}
+	// The genesis admin set, as admins.json pins it in the data directory.
+	g := store.Genesis{Policy: store.Policy{ApprovalsRequired: 2, Delay: store.Duration(delay),
+		GovernanceApprovals: 2, GovernanceDelay: store.Duration(7 * 24 * time.Hour)}}
+	for _, name := range []string{"admin-a", "admin-b", "admin-c", "admin-d"} {
+		priv, pub, err := approval.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds.keys[name] = priv
+		g.Admins = append(g.Admins, store.Admin{Name: name, Key: pub})
+	}
+	s := store.New(pool, ds.blobs, clk, slog.New(slog.NewTextHandler(ds.logs, nil)), store.NewMetrics(ds.reg), store.Options{
+		MaxChunkSize: 4 << 20, Packs: packs, PackThreshold: 64 << 10, VaultID: testVaultID, Journal: newJournal(t, dir), Genesis: &g,
 		Deletion: store.DeletionPolicy{ApprovalsRequired: 2, Delay: delay, Expiry: 7 * 24 * time.Hour},
 		DatabaseTime: func(context.Context) (time.Time, error) {
 			ds.mu.Lock()
@@ -83,16 +134,6 @@ func newDeletionStore(t testing.TB) *deletionStore {
 	})
 	t.Cleanup(func() { s.Close(); packs.Close() })
 	ds.testStore = &testStore{Store: s, pool: pool, clk: clk, dir: dir, blobs: d}
-	g := store.Genesis{Policy: store.Policy{ApprovalsRequired: 2, Delay: store.Duration(delay),
-		GovernanceApprovals: 2, GovernanceDelay: store.Duration(7 * 24 * time.Hour)}}
-	for _, name := range []string{"admin-a", "admin-b", "admin-c", "admin-d"} {
-		priv, pub, err := approval.GenerateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ds.keys[name] = priv
-		g.Admins = append(g.Admins, store.Admin{Name: name, Key: pub})
-	}
 	if err := s.SeedAdminSet(context.Background(), g); err != nil {
 		t.Fatalf("SeedAdminSet: %v", err)
 	}

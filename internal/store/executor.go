@@ -10,8 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/wormvault/wormvault/internal/audit"
 	"github.com/wormvault/wormvault/internal/chunk"
-	"github.com/wormvault/wormvault/internal/store/pack"
 )
 
 // Skip reasons recorded for objects an execution did not delete.
@@ -21,6 +21,10 @@ const (
 	SkipInRetainedSnapshot = "in_retained_snapshot"
 	SkipNotFound           = "not_found"
 	SkipAlreadyDeleted     = "already_deleted"
+	// SkipJournal prefixes the journal's reason (SkipHeld, ...) for an
+	// object the index would have deleted but the data directory's
+	// journal keeps: an integrity alarm.
+	SkipJournal = "journal_"
 )
 
 // deletionLock is the first key of the session advisory lock an executor
@@ -40,6 +44,12 @@ type RunReport struct {
 // every scheduled request whose time has come, and any execution a crash
 // interrupted. It is what the server's executor loop and `vault admin
 // execute-due` call; it is safe to run concurrently and to rerun.
+//
+// The index only proposes: a request executes only if the data
+// directory's journal, replayed from the pinned genesis admin set, shows
+// it signed, approved and past its delay on the vault's own clock (see
+// executor_journal.go). Without a journal or a pinned genesis nothing
+// executes.
 func (s *Store) RunDue(ctx context.Context) (RunReport, error) {
 	var rep RunReport
 	now := s.clk.Now()
@@ -54,11 +64,22 @@ func (s *Store) RunDue(ctx context.Context) (RunReport, error) {
 	if err != nil {
 		return rep, dbErr("list due deletions", err)
 	}
+	if len(due) == 0 {
+		return rep, nil
+	}
+	if s.opts.Journal == nil || s.opts.Genesis == nil {
+		s.exec.noJournal.Do(func() {
+			s.log.ErrorContext(ctx, "deletions are due, but without the data directory's journal and pinned genesis admin set "+
+				"the executor executes none: the database alone never causes content to be removed", "due", due)
+		})
+		return rep, nil
+	}
+	v := s.newJournalView()
 	for _, id := range due {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		done, err := s.execute(ctx, id)
+		done, err := s.execute(ctx, id, v)
 		if err != nil {
 			return rep, fmt.Errorf("store: execute deletion %d: %w", id, err)
 		}
@@ -127,8 +148,9 @@ func setExecutor(ctx context.Context, tx pgx.Tx, id int64, now time.Time) error 
 }
 
 // execute runs one request to completion. It reports false if another
-// executor holds it or it is no longer due.
-func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
+// executor holds it, it is no longer due, or the journal does not let it
+// execute (yet).
+func (s *Store) execute(ctx context.Context, id int64, v *journalView) (bool, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return false, dbErr("acquire", err)
@@ -149,11 +171,16 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 	if err := s.checkClocks(ctx, now); err != nil {
 		return false, err
 	}
+	if err := v.catchUp(); err != nil {
+		return false, fmt.Errorf("store: read the journal: %w", err)
+	}
 	// Claim: scheduled → executing, or resume an interrupted execution.
 	// Either way every signature is verified again first, from the stored
-	// rows: a state column edited in the database proves nothing.
+	// rows and from the journal: a state column edited in the database
+	// proves nothing, and neither do rows the journal does not hold.
 	var d Deletion
 	var refusal error
+	var wait *audit.Verdict
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
 		if d, err = lockDeletion(ctx, tx, id); err != nil {
@@ -166,7 +193,13 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 		case d.ExecutesAt.After(now):
 			return fmt.Errorf("deletion %d executes at %s: %w", id, d.ExecutesAt.UTC().Format(time.RFC3339), ErrConflict)
 		}
-		if refusal = s.verifyForExecution(ctx, tx, d); refusal != nil {
+		if refusal = s.verifyForExecution(ctx, tx, d); refusal == nil {
+			refusal, wait = s.verifyFromJournal(v, d, now)
+		}
+		if wait != nil {
+			return nil
+		}
+		if refusal != nil {
 			if _, err := tx.Exec(ctx, `UPDATE deletion_requests SET state = 'refused', refused_at = $2, refusal = $3
 				WHERE id = $1`, id, now, refusal.Error()); err != nil {
 				return err
@@ -176,16 +209,18 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 				"deletion_id": id, "reason": refusal.Error(),
 			})
 		}
-		if d.State == StateExecuting {
-			return nil
-		}
 		if err := setExecutor(ctx, tx, id, now); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "UPDATE deletion_requests SET state = 'executing' WHERE id = $1", id); err != nil {
-			return err
+		if d.State != StateExecuting {
+			if _, err := tx.Exec(ctx, "UPDATE deletion_requests SET state = 'executing' WHERE id = $1", id); err != nil {
+				return err
+			}
+			d.State = StateExecuting
 		}
-		d.State = StateExecuting
+		if req, _ := v.r.Request(id); req.Executing {
+			return nil // resumed: the journal has its deletion.execute
+		}
 		return s.appendAudit(ctx, tx, now, "executor", "deletion.execute", map[string]any{
 			"deletion_id": id, "digest": hex.EncodeToString(d.Digest),
 		})
@@ -193,9 +228,14 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 	if err != nil {
 		return false, dbErr("claim deletion", err)
 	}
+	if wait != nil {
+		s.reportWait(ctx, d, wait)
+		return false, nil
+	}
 	if refusal != nil {
-		s.log.ErrorContext(ctx, "ALERT: refused to execute a deletion whose approvals do not verify; "+
-			"its rows may have been edited in the database", "deletion_id", id, "err", refusal)
+		s.alarm(ctx, "refused to execute a deletion whose request, approvals or admin set do not verify "+
+			"against the stored signatures and the data directory's journal; its rows may have been edited in the database",
+			"deletion_id", id, "err", refusal)
 		if d, err := s.GetDeletion(ctx, id); err == nil {
 			s.notify(ctx, "deletion.refused", "executor", d)
 		}
@@ -204,17 +244,35 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 	if d.State != StateExecuting {
 		return false, nil
 	}
+	// The journal now holds the deletion.execute entry; the replay must
+	// have found it valid.
+	if err := v.catchUp(); err != nil {
+		return false, fmt.Errorf("store: read the journal: %w", err)
+	}
+	if req, ok := v.r.Request(id); !ok || !req.Executing {
+		s.alarm(ctx, "the journal does not show the deletion's execution as valid; it goes no further", "deletion_id", id,
+			"verdict", v.r.MayExecute(id, now).Reason)
+		return false, fmt.Errorf("store: deletion %d: %w: the journal does not show its execution as valid", id, ErrIntegrity)
+	}
 	s.log.WarnContext(ctx, "executing deletion", "deletion_id", id, "kind", d.Kind)
 
-	t, err := parseTargets(d.Targets)
+	t, err := targetsOf(v, id)
 	if err != nil {
 		return false, err
 	}
-	rep := ExecReport{Skipped: map[string]int64{}}
-	if err := s.executeTargets(ctx, id, now, t, &rep); err != nil {
+	jc := &journalCheck{v: v}
+	if err := s.refresh(ctx, jc, id, now); err != nil {
+		if errors.Is(err, ErrIntegrity) {
+			s.alarm(ctx, "cannot read what the journal's snapshots reference; the deletion goes no further", "deletion_id", id, "err", err)
+		}
 		return false, err
 	}
-	if err := s.removeContent(ctx, id, now); err != nil {
+	rep := ExecReport{Skipped: map[string]int64{}}
+	if err := s.executeTargets(ctx, id, now, t, &rep, jc); err != nil {
+		return false, err
+	}
+	freed, err := s.removeContent(ctx, v, id, now)
+	if err != nil {
 		return false, err
 	}
 	// The report is recounted from the outcomes, so a rerun after a crash
@@ -222,6 +280,7 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 	if err := s.countOutcomes(ctx, id, &rep); err != nil {
 		return false, err
 	}
+	rep.BytesFreed = freed
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := setExecutor(ctx, tx, id, now); err != nil {
 			return err
@@ -245,24 +304,45 @@ func (s *Store) execute(ctx context.Context, id int64) (bool, error) {
 	return true, nil
 }
 
-func (s *Store) executeTargets(ctx context.Context, id int64, now time.Time, t DeletionTargets, rep *ExecReport) error {
+// reportWait reports, once per deletion and reason, a request the index
+// says is due that the journal does not let execute yet.
+func (s *Store) reportWait(ctx context.Context, d Deletion, wait *audit.Verdict) {
+	if wait.At.IsZero() {
+		if s.exec.once(d.ID, wait.Reason) {
+			s.alarm(ctx, "the data directory's journal has findings: no deletion executes until they are resolved",
+				"deletion_id", d.ID, "reason", wait.Reason)
+		}
+		return
+	}
+	if s.exec.once(d.ID, "wait "+wait.At.String()) {
+		s.metrics.integrityAlarms.Inc()
+		s.log.WarnContext(ctx, "the index says a deletion is due that the journal says is not: it waits for the journal's time "+
+			"(its executes_at may have been moved in the database)", "deletion_id", d.ID,
+			"index_executes_at", d.ExecutesAt, "journal_executes_at", wait.At, "reason", wait.Reason)
+	}
+}
+
+// executeTargets deletes what t names: t comes from the journal's request
+// entry, and each object goes only if the index and the journal (jc) both
+// say it may.
+func (s *Store) executeTargets(ctx context.Context, id int64, now time.Time, t DeletionTargets, rep *ExecReport, jc *journalCheck) error {
 	switch t.Kind {
 	case DeleteAdminSet:
-		return s.applyAdminChange(ctx, id, now, t.Change, rep)
+		return s.applyAdminChange(ctx, id, now, t.Change, rep, jc.v)
 	case DeleteHoldRelease:
 		return s.releaseHold(ctx, id, now, t.Hold)
 	case DeleteChunks:
 		for i := 0; i < len(t.Chunks); i += executeBatch {
-			if err := s.deleteChunks(ctx, id, now, t.Chunks[i:min(i+executeBatch, len(t.Chunks))]); err != nil {
+			if err := s.deleteChunks(ctx, id, now, t.Chunks[i:min(i+executeBatch, len(t.Chunks))], jc); err != nil {
 				return err
 			}
 		}
 		return nil
 	case DeleteSnapshots:
-		if err := s.deleteSnapshots(ctx, id, now, t.Snapshots); err != nil {
+		if err := s.deleteSnapshots(ctx, id, now, t.Snapshots, jc); err != nil {
 			return err
 		}
-		return s.deleteChunksOf(ctx, id, now, `SELECT DISTINCT sc.hash FROM snapshot_chunks sc
+		return s.deleteChunksOf(ctx, id, now, jc, `SELECT DISTINCT sc.hash FROM snapshot_chunks sc
 			WHERE sc.snapshot_id = ANY(@ids) AND sc.hash > @after ORDER BY sc.hash LIMIT @n`, pgx.NamedArgs{"ids": t.Snapshots})
 	case DeleteExpired:
 		rows, _ := s.pool.Query(ctx, `SELECT id FROM snapshots WHERE retain_until < @before AND deleted_at IS NULL
@@ -272,15 +352,15 @@ func (s *Store) executeTargets(ctx context.Context, id int64, now time.Time, t D
 			return dbErr("list expired snapshots", err)
 		}
 		for i := 0; i < len(ids); i += executeBatch {
-			if err := s.deleteSnapshots(ctx, id, now, ids[i:min(i+executeBatch, len(ids))]); err != nil {
+			if err := s.deleteSnapshots(ctx, id, now, ids[i:min(i+executeBatch, len(ids))], jc); err != nil {
 				return err
 			}
 		}
 		if t.Source == "" {
-			return s.deleteChunksOf(ctx, id, now, `SELECT hash FROM chunks
+			return s.deleteChunksOf(ctx, id, now, jc, `SELECT hash FROM chunks
 				WHERE retain_until < @before AND hash > @after ORDER BY hash LIMIT @n`, pgx.NamedArgs{"before": t.Before})
 		}
-		return s.deleteChunksOf(ctx, id, now, `SELECT DISTINCT sc.hash FROM snapshot_chunks sc
+		return s.deleteChunksOf(ctx, id, now, jc, `SELECT DISTINCT sc.hash FROM snapshot_chunks sc
 			JOIN snapshots s ON s.id = sc.snapshot_id
 			WHERE s.source = @source AND s.retain_until < @before AND sc.hash > @after ORDER BY sc.hash LIMIT @n`,
 			pgx.NamedArgs{"before": t.Before, "source": t.Source})
@@ -290,7 +370,7 @@ func (s *Store) executeTargets(ctx context.Context, id int64, now time.Time, t D
 
 // deleteChunksOf deletes, batch by batch, the chunks a keyset query lists
 // (it takes @after and @n).
-func (s *Store) deleteChunksOf(ctx context.Context, id int64, now time.Time, query string, args pgx.NamedArgs) error {
+func (s *Store) deleteChunksOf(ctx context.Context, id int64, now time.Time, jc *journalCheck, query string, args pgx.NamedArgs) error {
 	after := []byte{}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -309,7 +389,7 @@ func (s *Store) deleteChunksOf(ctx context.Context, id int64, now time.Time, que
 		for i, k := range keys {
 			hs[i], _ = chunk.FromBytes(k)
 		}
-		if err := s.deleteChunks(ctx, id, now, hs); err != nil {
+		if err := s.deleteChunks(ctx, id, now, hs, jc); err != nil {
 			return err
 		}
 		after = keys[len(keys)-1]
@@ -332,11 +412,18 @@ type classified struct {
 	Skip string `db:"skip"`
 }
 
-// deleteChunks deletes one batch of chunks in one transaction: those past
-// retention, unheld and in no retained snapshot lose their rows (the
-// trigger writes their tombstones); every object gets its outcome.
-func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []chunk.Hash) error {
+// deleteChunks deletes one batch of chunks in one transaction: those that
+// the index and the journal both say are past retention, unheld and in no
+// retained snapshot lose their rows (the trigger writes their tombstones;
+// the chunk.remove entries are the journal's record of what content the
+// execution may remove); every object gets its outcome.
+func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []chunk.Hash, jc *journalCheck) error {
+	if err := s.refresh(ctx, jc, id, now); err != nil {
+		return err
+	}
+	var disagree []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		disagree = disagree[:0]
 		if err := setExecutor(ctx, tx, id, now); err != nil {
 			return err
 		}
@@ -348,13 +435,19 @@ func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []
 		var ok [][]byte
 		var objs, outcomes, reasons []string
 		for _, c := range cs {
-			if c.Skip == "" {
+			h, _ := chunk.FromBytes(c.Hash)
+			skip := c.Skip
+			if js := jc.v.r.ChunkSkip(id, h, now, jc.refs); skip == "" && js != "" {
+				skip = SkipJournal + js
+				disagree = append(disagree, h.String()+" "+js)
+			}
+			if skip == "" {
 				ok = append(ok, c.Hash)
 				continue
 			}
 			objs = append(objs, hex.EncodeToString(c.Hash))
 			outcomes = append(outcomes, "skipped")
-			reasons = append(reasons, c.Skip)
+			reasons = append(reasons, skip)
 		}
 		if len(ok) > 0 {
 			rows, _ := tx.Query(ctx, `DELETE FROM chunks WHERE hash = ANY($1) AND retain_until <= $2 RETURNING hash`, ok, now)
@@ -378,12 +471,22 @@ func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []
 			ON CONFLICT DO NOTHING`, id, objs, outcomes, reasons, now)
 		return err
 	})
+	if err == nil && len(disagree) > 0 {
+		s.alarm(ctx, "the index would delete chunks that the data directory's journal keeps; they are kept",
+			"deletion_id", id, "count", len(disagree), "first", disagree[:min(len(disagree), 10)])
+	}
 	return dbErr("delete chunks", err)
 }
 
-// deleteSnapshots tombstones the deletable snapshots among ids.
-func (s *Store) deleteSnapshots(ctx context.Context, id int64, now time.Time, ids []int64) error {
+// deleteSnapshots tombstones the snapshots among ids that the index and
+// the journal both say are deletable.
+func (s *Store) deleteSnapshots(ctx context.Context, id int64, now time.Time, ids []int64, jc *journalCheck) error {
+	if err := s.refresh(ctx, jc, id, now); err != nil {
+		return err
+	}
+	var disagree []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		disagree = disagree[:0]
 		if err := setExecutor(ctx, tx, id, now); err != nil {
 			return err
 		}
@@ -406,8 +509,12 @@ func (s *Store) deleteSnapshots(ctx context.Context, id int64, now time.Time, id
 		var ok []int64
 		var objs, outcomes, reasons []string
 		for _, c := range cs {
+			n, _ := strconv.ParseInt(c.Object, 10, 64)
+			if js := jc.v.r.SnapshotSkip(id, n, now); c.Skip == "" && js != "" {
+				c.Skip = SkipJournal + js
+				disagree = append(disagree, c.Object+" "+js)
+			}
 			if c.Skip == "" {
-				n, _ := strconv.ParseInt(c.Object, 10, 64)
 				ok = append(ok, n)
 				objs, outcomes, reasons = append(objs, c.Object), append(outcomes, "deleted"), append(reasons, "")
 				continue
@@ -424,6 +531,10 @@ func (s *Store) deleteSnapshots(ctx context.Context, id int64, now time.Time, id
 			ON CONFLICT DO NOTHING`, id, objs, outcomes, reasons, now)
 		return err
 	})
+	if err == nil && len(disagree) > 0 {
+		s.alarm(ctx, "the index would delete snapshots that the data directory's journal keeps; they are kept",
+			"deletion_id", id, "count", len(disagree), "first", disagree[:min(len(disagree), 10)])
+	}
 	return dbErr("delete snapshots", err)
 }
 
@@ -448,69 +559,6 @@ func (s *Store) releaseHold(ctx context.Context, id int64, now time.Time, hold i
 	return dbErr("release hold", err)
 }
 
-type tombstone struct {
-	Hash       []byte    `db:"hash"`
-	Size       int64     `db:"size"`
-	PackID     *int64    `db:"pack_id"`
-	PackOffset *int64    `db:"pack_offset"`
-	DeletedAt  time.Time `db:"deleted_at"`
-}
-
-// removeContent removes from disk the content of the chunks request id
-// deleted, after their rows are gone: a crash in between leaves content
-// with a tombstone, which a rerun (or the start-up reconcile) removes.
-// A file is left alone if the same chunk was uploaded again meanwhile (it
-// is the new upload's now); a packed record is at a location no new upload
-// can reuse, so its space is freed regardless.
-func (s *Store) removeContent(ctx context.Context, id int64, now time.Time) error {
-	for {
-		rows, _ := s.pool.Query(ctx, `SELECT hash, size, pack_id, pack_offset, deleted_at FROM chunk_tombstones
-			WHERE deletion_id = $1 AND content_removed_at IS NULL LIMIT $2`, id, executeBatch)
-		ts, err := pgx.CollectRows(rows, pgx.RowToStructByName[tombstone])
-		if err != nil {
-			return dbErr("list tombstones", err)
-		}
-		if len(ts) == 0 {
-			return nil
-		}
-		for _, t := range ts {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := s.removeTombstoned(ctx, t); err != nil {
-				return err
-			}
-			if _, err := s.pool.Exec(ctx, `UPDATE chunk_tombstones SET content_removed_at = $3
-				WHERE hash = $1 AND deleted_at = $2`, t.Hash, t.DeletedAt, now); err != nil {
-				return dbErr("mark content removed", err)
-			}
-		}
-	}
-}
-
-func (s *Store) removeTombstoned(ctx context.Context, t tombstone) error {
-	h, _ := chunk.FromBytes(t.Hash)
-	if t.PackID != nil {
-		if s.packs == nil {
-			return fmt.Errorf("store: chunk %s is packed but packs are not configured", h)
-		}
-		err := s.packs.Punch(pack.Location{Pack: *t.PackID, Offset: *t.PackOffset}, t.Size)
-		if errors.Is(err, pack.ErrNotFound) {
-			return nil
-		}
-		return err
-	}
-	mu := s.hashLock(h)
-	mu.Lock()
-	defer mu.Unlock()
-	if c, err := s.Stat(ctx, h); err == nil && !c.packed() {
-		return nil // uploaded again: the file is the new chunk's
-	} else if err != nil && !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	return s.blobs.Remove(ctx, h)
-}
-
 func (s *Store) countOutcomes(ctx context.Context, id int64, rep *ExecReport) error {
 	rows, _ := s.pool.Query(ctx, `SELECT object_kind, outcome, reason, count(*) FROM deletion_outcomes
 		WHERE deletion_id = $1 GROUP BY 1, 2, 3`, id)
@@ -529,9 +577,5 @@ func (s *Store) countOutcomes(ctx context.Context, id int64, rep *ExecReport) er
 		}
 		return nil
 	})
-	if err != nil {
-		return dbErr("count outcomes", err)
-	}
-	err = s.pool.QueryRow(ctx, "SELECT coalesce(sum(size), 0) FROM chunk_tombstones WHERE deletion_id = $1", id).Scan(&rep.BytesFreed)
-	return dbErr("count bytes freed", err)
+	return dbErr("count outcomes", err)
 }

@@ -72,8 +72,14 @@ type Options struct {
 
 	// Journal is the data directory's journal of audit entries (invariant
 	// 8). The server always has one; nil only in tests of parts that do
-	// not need it, and then the executor removes no content.
+	// not need it, and then the executor executes no deletion and removes
+	// no content.
 	Journal *journal.Journal
+	// Genesis is the genesis admin set pinned in the data directory
+	// (admins.json): the journal's genesis entry must be exactly it, and
+	// every later admin set must follow from it by signed changes. Nil: no
+	// admins are pinned, and the executor executes no deletion.
+	Genesis *Genesis
 
 	// MaxManifestSize is the largest chunk a snapshot commit will read as a
 	// manifest, in bytes.
@@ -154,6 +160,8 @@ type Store struct {
 	// executing counts executions in progress; uploads of already stored
 	// chunks re-check their row only while it is non-zero.
 	executing atomic.Int32
+	// exec is the executor's memory of what it already alarmed about.
+	exec execAlarms
 
 	rev revocations
 
