@@ -133,6 +133,22 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("serve: refusing to start: %w", err)
 	}
+	if jrep.Imported > 0 {
+		// A vault from before chunk commits were logged with their rows:
+		// log the ones its integrator had not reached, once.
+		for {
+			n, err := st.IntegrateChunks(ctx, store.DefaultIntegrateBatch)
+			if err != nil {
+				return fmt.Errorf("serve: log earlier chunk commits: %w", err)
+			}
+			if n < store.DefaultIntegrateBatch {
+				break
+			}
+		}
+	}
+	if err := st.CheckIndex(ctx); err != nil {
+		return fmt.Errorf("serve: refusing to start: %w", err)
+	}
 	log.Info("journal checked", "entries", jrep.JournalEntries, "imported", jrep.Imported, "rolled_forward", jrep.RolledForward)
 
 	if err := seedAdmins(ctx, st, cfg.DataDir, log); err != nil {
