@@ -165,9 +165,9 @@ var reindexTables = []reindexTable{
 	{name: "chunk_tombstones", key: "encode(hash, 'hex') || ' deleted ' || deleted_at"},
 	{name: "snapshots", key: "id::text"},
 	{name: "snapshot_chunks", key: "snapshot_id || '/' || encode(hash, 'hex')",
-		// A deleted snapshot's manifests may be gone: its references can
-		// no longer be walked.
-		unrebuildable: "(v->>'snapshot_id')::bigint IN (SELECT id FROM snapshots WHERE deleted_at IS NOT NULL)"},
+		// A snapshot whose manifests are gone (removed with the snapshot,
+		// or lost): its references can no longer be walked.
+		unrebuildable: "(v->>'snapshot_id')::bigint IN (SELECT id FROM reindex_incomplete)"},
 	{name: "holds", key: "id::text"},
 	{name: "hold_chunks", key: "hold_id || '/' || encode(hash, 'hex')"},
 	{name: "hold_snapshots", key: "hold_id || '/' || snapshot_id"},
@@ -454,6 +454,10 @@ func (r *reindexer) keepCheckpoints(ctx context.Context) error {
 // is repaired); rows it removed or changed were in the index without the
 // journal's backing, and are divergences.
 func (r *reindexer) compare(ctx context.Context) error {
+	if _, err := r.tx.Exec(ctx, `CREATE TEMP TABLE reindex_incomplete ON COMMIT DROP AS SELECT unnest($1::bigint[]) AS id`,
+		r.incomplete); err != nil {
+		return err
+	}
 	for _, t := range reindexTables {
 		old, cur := "reindex_old_"+t.name, t.name
 		vOld, vNew := "to_jsonb(t)", "to_jsonb(t)"

@@ -357,6 +357,12 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	if err != nil || d.ID <= int64(len(before["deletion_requests"])) {
 		t.Errorf("RequestDeletion after the rebuild: id %d, %v; want an id past the journal's", d.ID, err)
 	}
+	// A second rebuild, over the now existing index, finds it whole.
+	pool.Reset()
+	again, err := st.Reindex(ctx, store.ReindexOptions{})
+	if err != nil || again.Changed() || again.DivergenceCount > 0 || again.DatabaseEntries != again.JournalEntries {
+		t.Errorf("second rebuild: %v; changed %v %+v, divergences %v", err, again.Changed(), again.Tables, again.Divergences)
+	}
 }
 
 func mustAuditRoot(t testing.TB, st *store.Store) string {
@@ -660,8 +666,19 @@ func TestReindexRefusals(t *testing.T) {
 	if _, err := st.Reindex(ctx, store.ReindexOptions{}); err == nil || !strings.Contains(err.Error(), "other sessions") {
 		t.Errorf("Reindex while the store's pool is connected: %v, want a refusal naming other sessions", err)
 	}
-	if _, err := st.Reindex(ctx, store.ReindexOptions{Force: true}); err != nil {
-		t.Errorf("forced Reindex: %v", err)
+	// Over a healthy index, a rebuild changes nothing but marking the
+	// open pack indexed, and finds nothing to report.
+	rep, err := st.Reindex(ctx, store.ReindexOptions{Force: true})
+	if err != nil {
+		t.Fatalf("forced Reindex: %v", err)
+	}
+	for _, tc := range rep.Tables {
+		if n := tc.Added + tc.Removed + tc.Changed; n > 0 && (tc.Table != "packs_indexed" || tc.Added != n) {
+			t.Errorf("rebuild of a healthy index changed %+v", tc)
+		}
+	}
+	if rep.DivergenceCount+rep.NoteCount > 0 || rep.DataLoss > 0 {
+		t.Errorf("rebuild of a healthy index: divergences %v, notes %v, data loss %v", rep.Divergences, rep.Notes, rep.DataLossList)
 	}
 	stPool.Close()
 
