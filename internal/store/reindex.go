@@ -328,6 +328,9 @@ func (r *reindexer) run(ctx context.Context) error {
 	if err := r.replay(ctx); err != nil {
 		return err
 	}
+	if err := r.keepRevocations(ctx); err != nil {
+		return err
+	}
 	if err := r.resetSequences(ctx); err != nil {
 		return err
 	}
@@ -378,6 +381,23 @@ func (r *reindexer) checkSameVault(ctx context.Context) error {
 		return fmt.Errorf("%s (force the rebuild to replace the database's log with the journal): %w", msg, ErrConflict)
 	}
 	r.divergence(ctx, "%s; rebuilt from the journal as forced", msg)
+	return nil
+}
+
+// keepRevocations keeps the revocations the database holds that the
+// journal does not: `vault token revoke` writes them directly, and the
+// server journals them only when it hears of them. A revocation only ever
+// protects, so a rebuild never undoes one; the server logs it at its next
+// start.
+func (r *reindexer) keepRevocations(ctx context.Context) error {
+	tag, err := r.tx.Exec(ctx, `INSERT INTO revoked_tokens SELECT * FROM reindex_old_revoked_tokens ON CONFLICT (jti) DO NOTHING`)
+	if err != nil {
+		return fmt.Errorf("keep revocations: %w", err)
+	}
+	if n := tag.RowsAffected(); n > 0 {
+		r.note(ctx, "revoked_tokens: %d revocations the journal does not hold yet (made by vault token revoke) are kept; "+
+			"the server journals them at its next start", n)
+	}
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/wormvault/wormvault/internal/approval"
 	"github.com/wormvault/wormvault/internal/chunk"
@@ -468,10 +469,18 @@ func TestReindexRepairsSuperuserWipe(t *testing.T) {
 	ds := newDeletionStore(t)
 	ctx := context.Background()
 	hist := buildHistory(t, ds)
+	// A revocation made by `vault token revoke`, straight into the
+	// database: the server journals it when it hears of it.
+	if _, err := ds.pool.Exec(ctx, `INSERT INTO revoked_tokens (jti, revoked_at, revoked_by, reason)
+		VALUES ('jti-cli', $1, 'cli:root', 'lost')`, ds.clk.Now()); err != nil {
+		t.Fatal(err)
+	}
 	before := mustDumpIndex(t, ds.pool)
+	rootBefore := mustAuditRoot(t, ds.Store)
 	files := mustReadDataDir(t, ds.dir)
 	dbURL := ds.pool.Config().ConnString()
 	ds.pool.Close() // no session of the old store stays on the database
+	keep := int64(len(before["audit_log"]) - 5)
 
 	var live []string
 	for x := range hist.live {
@@ -487,7 +496,12 @@ func TestReindexRepairsSuperuserWipe(t *testing.T) {
 		DELETE FROM deletion_approvals WHERE deletion_id IN (SELECT id FROM deletion_requests WHERE kind = 'hold_release');
 		DELETE FROM deletion_requests WHERE kind = 'hold_release';
 		DELETE FROM snapshot_chunks; DELETE FROM snapshots; DELETE FROM chunks; DELETE FROM packs_indexed;
-		UPDATE restic_repositories SET min_retention = '1 second'`)
+		UPDATE restic_repositories SET min_retention = '1 second';
+		INSERT INTO admin_set_versions (version, approvals_required, delay, governance_approvals, governance_delay, created_at, request_id)
+		VALUES (3, 1, '1 second', 2, '1 second', now(), 999);
+		INSERT INTO admin_keys (version, name, key_kind, public_key, added_at) VALUES (3, 'mallory', 'raw', decode(repeat('11', 32), 'hex'), now());
+		DELETE FROM audit_log WHERE seq > `+fmt.Sprint(keep)+`;
+		DELETE FROM audit_hashes WHERE idx >= `+fmt.Sprint(tlog.StoredHashCount(keep)))
 
 	st, pool := rebuildStore(t, ds, dbURL)
 	// A dry run says what it would repair, and changes nothing.
@@ -520,6 +534,15 @@ func TestReindexRepairsSuperuserWipe(t *testing.T) {
 	}
 	if c := change["restic_repositories"]; c.Changed != 1 {
 		t.Errorf("restic_repositories change %+v, want its retention restored", c)
+	}
+	if c := change["admin_set_versions"]; c.Removed != 1 || !slices.Contains(c.Examples, "-3") {
+		t.Errorf("admin_set_versions change %+v, want the forged version 3 removed", c)
+	}
+	if c := change["audit_log"]; c.Added != 5 || c.Removed+c.Changed != 0 {
+		t.Errorf("audit_log change %+v, want the 5 truncated entries back", c)
+	}
+	if root := mustAuditRoot(t, st); root != rootBefore {
+		t.Errorf("audit root after the rebuild %s, want %s", root, rootBefore)
 	}
 	if rep.DivergenceCount == 0 {
 		t.Error("no divergence reported for the forged rows")
