@@ -118,7 +118,7 @@ func runReindex(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	st := store.New(pool, blobs, clock.Real{}, log, nil, o)
 	defer st.Close()
-	rep, err := st.Reindex(ctx, store.ReindexOptions{DryRun: *dryRun, Force: *force})
+	rep, err := st.Reindex(ctx, store.ReindexOptions{DryRun: *dryRun, Force: *force, Actor: cliActor()})
 	if err != nil {
 		return fmt.Errorf("reindex: %w", err)
 	}

@@ -261,8 +261,14 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	after := mustDumpIndex(t, db2)
 	for _, table := range indexTables {
 		onlyBefore, onlyAfter := diffRows(before[table], after[table])
-		if table == "packs_indexed" {
+		switch table {
+		case "packs_indexed":
 			onlyAfter = nil // every pack is scanned and marked, the open one too
+		case "audit_hashes":
+			onlyAfter = nil // the rebuild's own entry's; the old ones are compared by onlyBefore
+		case "audit_log":
+			// The rebuild's own entry.
+			onlyAfter = slices.DeleteFunc(onlyAfter, func(r string) bool { return strings.Contains(r, `"action": "index.rebuild"`) })
 		}
 		if len(onlyBefore)+len(onlyAfter) > 0 {
 			t.Errorf("%s differs after the rebuild:\nonly before: %v\nonly after:  %v", table,

@@ -298,12 +298,16 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	if rep.JournalEntries != int64(len(before["audit_log"])) || rep.DatabaseEntries != 0 {
 		t.Errorf("report: %d journal entries, %d in the database; want %d and 0", rep.JournalEntries, rep.DatabaseEntries, len(before["audit_log"]))
 	}
-	if root := mustAuditRoot(t, st); root != rootBefore {
+	if root := mustAuditRootAt(t, st, rep.JournalEntries); root != rootBefore {
 		t.Errorf("audit root after the rebuild %s, want %s", root, rootBefore)
 	}
 	after := mustDumpIndex(t, pool)
+	if n := len(after["audit_log"]) - len(before["audit_log"]); n != 1 {
+		t.Errorf("the rebuild appended %d audit entries, want its own", n)
+	}
 	for _, table := range indexTables {
 		onlyBefore, onlyAfter := diffRows(before[table], after[table])
+		onlyAfter = withoutRebuildEntry(table, onlyAfter)
 		switch table {
 		case "packs_indexed":
 			// Every pack is scanned and marked, the open one too.
@@ -366,17 +370,36 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	}
 }
 
+// mustAuditRoot returns the size and root of st's audit log.
 func mustAuditRoot(t testing.TB, st *store.Store) string {
 	t.Helper()
 	n, err := st.AuditTreeSize(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mustAuditRootAt(t, st, n)
+}
+
+// mustAuditRootAt returns the root of the first n entries of st's log.
+func mustAuditRootAt(t testing.TB, st *store.Store, n int64) string {
+	t.Helper()
 	root, err := st.AuditTreeHash(context.Background(), n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("%d:%s", n, root)
+}
+
+// withoutRebuildEntry drops, from rows only after a rebuild, what its own
+// audit entry added: the index.rebuild entry and its tree hashes.
+func withoutRebuildEntry(table string, onlyAfter []string) []string {
+	switch table {
+	case "audit_hashes":
+		return nil // the old hashes are compared by onlyBefore
+	case "audit_log":
+		return slices.DeleteFunc(onlyAfter, func(r string) bool { return strings.Contains(r, `"action": "index.rebuild"`) })
+	}
+	return onlyAfter
 }
 
 // superuserExec runs sql on the database at dbURL as a PostgreSQL
@@ -541,11 +564,17 @@ func TestReindexRepairsSuperuserWipe(t *testing.T) {
 	if c := change["audit_log"]; c.Added != 5 || c.Removed+c.Changed != 0 {
 		t.Errorf("audit_log change %+v, want the 5 truncated entries back", c)
 	}
-	if root := mustAuditRoot(t, st); root != rootBefore {
+	if root := mustAuditRootAt(t, st, rep.JournalEntries); root != rootBefore {
 		t.Errorf("audit root after the rebuild %s, want %s", root, rootBefore)
 	}
 	if rep.DivergenceCount == 0 {
 		t.Error("no divergence reported for the forged rows")
+	}
+	// The rebuild is on the record, with what it found.
+	var action, payload string
+	if err := pool.QueryRow(ctx, "SELECT action, payload FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&action, &payload); err != nil ||
+		action != "index.rebuild" || !strings.Contains(payload, fmt.Sprintf(`"divergences":%d`, rep.DivergenceCount)) {
+		t.Errorf("last audit entry %s %s (%v), want index.rebuild with %d divergences", action, payload, err, rep.DivergenceCount)
 	}
 	if dry.DivergenceCount != rep.DivergenceCount || fmt.Sprint(dry.Tables) != fmt.Sprint(rep.Tables) {
 		t.Errorf("the dry run reported %v (%d divergences), the rebuild %v (%d)", dry.Tables, dry.DivergenceCount, rep.Tables, rep.DivergenceCount)
@@ -555,7 +584,8 @@ func TestReindexRepairsSuperuserWipe(t *testing.T) {
 		if table == "packs_indexed" || table == "snapshot_chunks" {
 			continue // as in TestReindexAfterDatabaseDropped
 		}
-		if onlyBefore, onlyAfter := diffRows(before[table], after[table]); len(onlyBefore)+len(onlyAfter) > 0 {
+		onlyBefore, onlyAfter := diffRows(before[table], after[table])
+		if onlyAfter = withoutRebuildEntry(table, onlyAfter); len(onlyBefore)+len(onlyAfter) > 0 {
 			t.Errorf("%s differs from before the wipe:\nonly before: %v\nonly after: %v", table, onlyBefore, onlyAfter)
 		}
 	}
