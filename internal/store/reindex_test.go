@@ -452,7 +452,15 @@ func superuserExec(t testing.TB, dbURL, sql string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", filepath.Join(strings.TrimSpace(string(datadir)), "sock"),
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/psql")
+		if len(found) == 0 {
+			t.Fatal("no psql to reach the dev cluster as its superuser")
+		}
+		psql = found[len(found)-1]
+	}
+	args := []string{psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", filepath.Join(strings.TrimSpace(string(datadir)), "sock"),
 		"-p", fmt.Sprint(cfg.Port), "-d", cfg.Database, "-c", sql}
 	if os.Getuid() == 0 {
 		args = append([]string{"runuser", "-u", "postgres", "--"}, args...)
