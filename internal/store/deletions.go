@@ -332,24 +332,24 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 				return fmt.Errorf("hold %d is already released: %w", t.Hold, ErrConflict)
 			}
 		}
-		expires := now.Add(s.opts.Deletion.Expiry)
 		rows, _ := tx.Query(ctx, `INSERT INTO deletion_requests
 			(kind, targets, digest, reason, requested_by, requested_at, approvals_required, delay, expires_at, admin_set_version)
 			VALUES (@kind, @targets, @digest, @reason, @by, @now, @quorum, @delay, @expires, @version)
 			RETURNING `+deletionColumns, pgx.NamedArgs{
 			"kind": t.Kind, "targets": text, "digest": digest[:], "reason": reason, "by": actor, "now": now,
-			"quorum": quorum, "delay": delay, "expires": expires, "version": version,
+			"quorum": quorum, "delay": delay, "expires": now.Add(s.opts.Deletion.Expiry), "version": version,
 		})
 		d, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Deletion])
 		if err != nil {
 			return err
 		}
-		// The targets' text and the expiry make the request rebuildable
-		// from the journal alone (vault reindex).
+		// The targets text and the expiry are in the entry too: the
+		// executor and the auditor read what was signed from the log, not
+		// from the index.
 		return s.appendAudit(ctx, tx, now, actor, "deletion.request", map[string]any{
 			"deletion_id": d.ID, "kind": t.Kind, "digest": hex.EncodeToString(digest[:]), "reason": reason,
 			"approvals_required": quorum, "delay": delay.String(), "admin_set_version": version,
-			"targets": text, "expires_at": expires.UTC(),
+			"targets": text, "expires_at": now.Add(s.opts.Deletion.Expiry).UTC(),
 		})
 	})
 	if err != nil {
