@@ -20,6 +20,7 @@ import (
 
 // The replay of the admin set and of deletion requests, from request to
 // execution (see reindex_replay.go).
+
 // adminSet replays admin_set.genesis and admin_set.change: each records
 // the whole set with its keys and policy.
 func (r *reindexer) adminSet(ctx context.Context, tx pgx.Tx, e audit.Entry) error {
