@@ -656,9 +656,22 @@ func TestReindexContentCheck(t *testing.T) {
 	mustFlipByte(t, packPath, res.Chunk.PackOffset+pack.HeaderSize+10)
 
 	st, pool := rebuildStore(t, ds, pgtest.NewDatabase(t))
+	// A dry run reports the same, and writes neither the database nor the
+	// journal.
+	head := st.Options().Journal.Head()
+	dry, err := st.Reindex(ctx, store.ReindexOptions{DryRun: true})
+	if err != nil || dry.Adopted != 1 || dry.DataLoss != 2 {
+		t.Fatalf("dry run: adopted %d, lost %d, %v; want 1 and 2", dry.Adopted, dry.DataLoss, err)
+	}
+	if n := mustCount(t, pool, "audit_log"); n != 0 || st.Options().Journal.Head() != head {
+		t.Fatalf("dry run wrote %d audit entries, journal head %d (was %d)", n, st.Options().Journal.Head(), head)
+	}
 	rep, err := st.Reindex(ctx, store.ReindexOptions{})
 	if err != nil {
 		t.Fatalf("Reindex: %v", err)
+	}
+	if got := st.Options().Journal.Head(); got != head+2 {
+		t.Errorf("journal head after the rebuild %d, want %d: the adoption's chunk.commit and the rebuild's entry", got, head+2)
 	}
 	problems := map[string]string{}
 	for _, p := range rep.DataLossList {
