@@ -33,6 +33,7 @@ commands:
   init     create a vault data directory: id, token-signing key, identity file
   serve    run the vault server (migrates the database first)
   migrate  apply database migrations and exit
+  reindex  rebuild the database index from the data directory (journal, files, packs)
   token    issue or revoke access tokens
   admin    keygen; deletions: request, approve, cancel, list, show; admins; execute-due
   hash     print the BLAKE3 address of files (the name to PUT a chunk under)
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runServe(ctx, rest, getenv, stderr)
 	case "migrate":
 		return runMigrate(ctx, rest, getenv, stderr)
+	case "reindex":
+		return runReindex(ctx, rest, getenv, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "hash":

@@ -19,5 +19,7 @@
 //   - legal holds are never changed or deleted outside the approval path,
 //     and the database refuses it too (holds.go);
 //   - the auditor's retention queries read indexes and trigger-maintained
-//     counters, never the whole chunks table (retention.go).
+//     counters, never the whole chunks table (retention.go);
+//   - the index can be rebuilt from the data directory alone, the journal
+//     and the content, without changing the content (reindex*.go).
 package store

@@ -250,9 +250,12 @@ func (s *Store) SetResticRetention(ctx context.Context, actor, name string, d ti
 		if extended, err = s.extendRestic(ctx, tx, name, anchor, s.resticRetention(repo), now); err != nil {
 			return err
 		}
+		// retention is what the files were retained by (the vault's
+		// minimum may be longer than the repository's): vault reindex
+		// replays the extension with it.
 		return s.appendAudit(ctx, tx, now, actor, "restic.repository.retention", map[string]any{
 			"repository": name, "created": created, "min_retention": d.String(), "previous": prev.String(),
-			"extended_chunks": extended,
+			"extended_chunks": extended, "retention": s.resticRetention(repo).String(),
 		})
 	})
 	if err != nil {
@@ -522,20 +525,36 @@ func (s *Store) PutResticFile(ctx context.Context, actor, repo, typ, name string
 			return nil
 		}
 		f.Seq, created = seqs[0], true
-		if typ != ResticSnapshots {
+		var recs []auditRecord
+		if typ != ResticLocks {
+			// The mapping is journaled with the row, so that vault reindex
+			// can rebuild the repository from the data directory. Locks are
+			// transient (restic removes them after every command) and are
+			// not: their chunks are, as every chunk is.
+			recs = append(recs, auditRecord{at: now, actor: actor, action: "restic.file", details: map[string]any{
+				"repository": repo, "type": typ, "name": name, "chunk": sp.hash.String(), "size": sp.size, "seq": f.Seq,
+			}})
+		}
+		if typ == ResticSnapshots {
+			anchor, until := resticAnchor(now), s.resticUntil(now, ret)
+			n, err := s.extendRestic(ctx, tx, repo, &anchor, ret, now)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				if until.After(f.RetainUntil) {
+					f.RetainUntil = until
+				}
+				recs = append(recs, auditRecord{at: now, actor: actor, action: "restic.retain", details: map[string]any{
+					"repository": repo, "snapshot": name, "retain_until": until.UTC(), "chunks": n,
+				}})
+			}
+		}
+		if len(recs) == 0 {
 			return nil
 		}
-		anchor, until := resticAnchor(now), s.resticUntil(now, ret)
-		n, err := s.extendRestic(ctx, tx, repo, &anchor, ret, now)
-		if err != nil || n == 0 {
-			return err
-		}
-		if until.After(f.RetainUntil) {
-			f.RetainUntil = until
-		}
-		return s.appendAudit(ctx, tx, now, actor, "restic.retain", map[string]any{
-			"repository": repo, "snapshot": name, "retain_until": until.UTC(), "chunks": n,
-		})
+		_, err = s.appendAuditBatch(ctx, tx, recs)
+		return err
 	})
 	if err != nil {
 		return ResticFile{}, false, resticDBErr(op, err)

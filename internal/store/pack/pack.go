@@ -116,6 +116,22 @@ func Open(dir string, o Options) (*Packs, error) {
 	return p, nil
 }
 
+// OpenReadOnly opens an existing pack directory for reading and scanning
+// only: it creates nothing (no new pack, unlike Open), Active returns 0 and
+// Append fails. vault reindex uses it, so that rebuilding the index never
+// changes the data directory. It returns an error wrapping fs.ErrNotExist
+// if dir does not exist.
+func OpenReadOnly(dir string) (*Packs, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("pack: %s is not a directory", dir)
+	}
+	return &Packs{dir: dir, limit: DefaultLimit}, nil
+}
+
 // Active returns the id of the pack open for appends.
 func (p *Packs) Active() int64 {
 	p.mu.Lock()

@@ -191,3 +191,37 @@ func BenchmarkAppend4KiB(b *testing.B) {
 		}
 	}
 }
+
+// A read-only open creates nothing, reads and scans what is there, and
+// refuses appends.
+func TestOpenReadOnly(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := mustOpen(t, dir, Options{})
+	recs := records(t, 10, 2000)
+	locs, _, err := p.Append(recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := p.IDs()
+	ro, err := OpenReadOnly(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := ro.IDs(); !slices.Equal(before, after) || ro.Active() != 0 {
+		t.Errorf("OpenReadOnly: packs %v (before %v), active %d; want no new pack and no active one", after, before, ro.Active())
+	}
+	if got, err := ro.Read(locs[1], recs[1].Hash, 2000); err != nil || !bytes.Equal(got, recs[1].Data) {
+		t.Errorf("Read through a read-only open: %v", err)
+	}
+	n := 0
+	if _, err := ro.Scan(locs[0].Pack, func(ScannedRecord) error { n++; return nil }); err != nil || n != 2 {
+		t.Errorf("Scan through a read-only open: %d records, %v", n, err)
+	}
+	if _, _, err := ro.Append(recs); err == nil {
+		t.Error("Append through a read-only open succeeded")
+	}
+	if _, err := OpenReadOnly(dir + "/missing"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("OpenReadOnly of a missing directory: %v, want ErrNotExist", err)
+	}
+}
