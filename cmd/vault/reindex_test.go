@@ -124,8 +124,13 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	genesis, _, err := readAdmins(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st := store.New(pool1, blobs, clk, log, nil, store.Options{Packs: packs, PackThreshold: store.DefaultPackThreshold,
-		VaultID: v.ID, Journal: jnl, DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil }})
+		VaultID: v.ID, Journal: jnl, Genesis: &genesis,
+		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil }})
 	if err := seedAdmins(ctx, st, dir, log); err != nil {
 		t.Fatal(err)
 	}
