@@ -32,6 +32,7 @@ func TestAdminDeletionCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	pgtest.FollowClock(t, pool, clk)
 	log := slog.New(slog.DiscardHandler)
 	st := store.New(pool, blobs, clk, log, nil, store.Options{
 		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil },

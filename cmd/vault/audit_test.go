@@ -30,6 +30,7 @@ import (
 type auditLogFixture struct {
 	dir    string // the vault's data directory
 	pool   *pgxpool.Pool
+	owner  *pgxpool.Pool // the schema owner: the tampering below needs it (or a superuser)
 	store  *store.Store
 	keys   checkpointKeys
 	env    map[string]string
@@ -46,6 +47,7 @@ func newAuditLogFixture(t testing.TB) *auditLogFixture {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(auditorEpoch)
+	pgtest.FollowClock(t, pool, clk)
 	log := slog.New(slog.DiscardHandler)
 	st := store.New(pool, blobs, clk, log, nil, store.Options{})
 	const vaultID = "audit-cli-test"
@@ -62,7 +64,7 @@ func newAuditLogFixture(t testing.TB) *auditLogFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &auditLogFixture{dir: dir, pool: pool, store: st, keys: keys,
+	f := &auditLogFixture{dir: dir, pool: pool, owner: pgtest.OwnerPool(t, pool), store: st, keys: keys,
 		env: map[string]string{"VAULT_URL": srv.URL, "VAULT_TOKEN": tok}}
 	for i := range 4 {
 		b := bytes.Repeat([]byte{byte(i)}, 100+i)
@@ -125,10 +127,10 @@ func TestAuditVerifyCLI(t *testing.T) {
 
 	// A chunk's row removed by hand: verify fails, names it, and keeps
 	// the old checkpoint.
-	if _, err := f.pool.Exec(ctx, "ALTER TABLE chunks DISABLE TRIGGER USER"); err != nil {
+	if _, err := f.owner.Exec(ctx, "ALTER TABLE chunks DISABLE TRIGGER USER"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.pool.Exec(ctx, "DELETE FROM chunks WHERE hash = $1", f.chunks[1][:]); err != nil {
+	if _, err := f.owner.Exec(ctx, "DELETE FROM chunks WHERE hash = $1", f.chunks[1][:]); err != nil {
 		t.Fatal(err)
 	}
 	b := []byte("one more")
@@ -162,7 +164,7 @@ func TestServeRollbackGuard(t *testing.T) {
 		"DELETE FROM audit_log WHERE seq > 2",
 		"DELETE FROM audit_hashes WHERE idx >= " + strconv.FormatInt(tlog.StoredHashCount(2), 10),
 	} {
-		if _, err := f.pool.Exec(ctx, sql); err != nil {
+		if _, err := f.owner.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}

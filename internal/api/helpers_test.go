@@ -81,6 +81,7 @@ func newTestServer(t testing.TB) *testServer {
 		t.Fatalf("disk.Open(%s): %v", dataDir, err)
 	}
 	clk := clock.NewFake(t0)
+	pgtest.FollowClock(t, pool, clk)
 	logs := newTestLog(t)
 	st := store.New(pool, blobs, clk, logs.logger(), nil, store.Options{MaxChunkSize: testMaxChunk, MaxBatch: testMaxBatch, VaultID: testVaultID,
 		// The database's clock as the executor sees it: the fake clock, so
