@@ -120,20 +120,32 @@ func New(t testing.TB) DB {
 	t.Helper()
 	ctx := context.Background()
 	base := ServerURL(t)
-	runtime := RuntimeServerURL(t)
 	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, base) })
 	if templateErr != nil {
 		t.Fatalf("pgtest: template database: %v", templateErr)
 	}
+	return create(t, "wv_test_"+randomHex(8), "TEMPLATE "+templateName)
+}
+
+// NewEmpty creates an empty database for this test, owned by the owner and
+// without any schema, dropped at cleanup.
+func NewEmpty(t testing.TB) DB {
+	t.Helper()
+	return create(t, "wv_test_empty_"+randomHex(8), "")
+}
+
+func create(t testing.TB, name, options string) DB {
+	t.Helper()
+	ctx := context.Background()
+	base := ServerURL(t)
+	runtime := RuntimeServerURL(t)
 	runtimeOnce.Do(func() { runtimeErr = checkRuntime(ctx, runtime) })
 	if runtimeErr != nil {
 		t.Fatalf("pgtest: %s: %v", EnvRuntimeURL, runtimeErr)
 	}
-
-	name := "wv_test_" + randomHex(8)
 	admin := mustConnect(t, ctx, base)
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, templateName)); err != nil {
+	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s %s", name, options)); err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	t.Cleanup(func() {
