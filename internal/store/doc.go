@@ -19,5 +19,10 @@
 //   - legal holds are never changed or deleted outside the approval path,
 //     and the database refuses it too (holds.go);
 //   - the auditor's retention queries read indexes and trigger-maintained
-//     counters, never the whole chunks table (retention.go).
+//     counters, never the whole chunks table (retention.go);
+//   - the store's database login is a runtime role that owns nothing
+//     (migrations/009_least_privilege.sql): the triggers take the time from
+//     the database's clock and the executing request from a registration
+//     only wv_begin_execution makes (setExecutor), never from anything a
+//     session can set.
 package store
