@@ -130,8 +130,10 @@ DO \$\$ BEGIN
     CREATE ROLE vault_app LOGIN PASSWORD '$rpw';
   END IF;
   ALTER ROLE vault_app LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS PASSWORD '$rpw';
+  IF NOT pg_has_role('vault_app', 'wormvault_runtime', 'MEMBER') THEN
+    GRANT wormvault_runtime TO vault_app;
+  END IF;
 END \$\$;
-GRANT wormvault_runtime TO vault_app;
 SELECT 'CREATE DATABASE vault OWNER vault' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'vault') \gexec
 SQL
   local host="127.0.0.1:$port"
