@@ -149,20 +149,30 @@ func create(t testing.TB, name, options string) DB {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	t.Cleanup(func() {
-		// DROP ... WITH (FORCE) ends the owner's leftover connections but
-		// may not end another role's: the runtime login ends its own.
-		if c, err := pgx.Connect(context.Background(), runtime); err == nil {
-			c.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-				WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()`, name)
-			c.Close(context.Background())
-		}
-		c, err := pgx.Connect(context.Background(), base)
+		ctx := context.Background()
+		c, err := pgx.Connect(ctx, base)
 		if err != nil {
 			t.Logf("pgtest: drop %s: %v", name, err)
 			return
 		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		defer c.Close(ctx)
+		// DROP ... WITH (FORCE) ends the owner's leftover connections but
+		// may not end another role's, not even those still exiting: refuse
+		// new connections, let the runtime login end its own (waiting for
+		// them to exit), then drop, which waits a few seconds for backends
+		// that are exiting anyway; FORCE only for the owner's leftovers.
+		if _, err := c.Exec(ctx, "ALTER DATABASE "+name+" WITH ALLOW_CONNECTIONS false"); err != nil {
+			t.Logf("pgtest: drop %s: %v", name, err)
+		}
+		if r, err := pgx.Connect(ctx, withDatabase(t, runtime, "postgres")); err == nil {
+			r.Exec(ctx, `SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
+				WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()`, name)
+			r.Close(ctx)
+		}
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name); err == nil {
+			return
+		}
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 			t.Logf("pgtest: drop %s: %v", name, err)
 		}
 	})
