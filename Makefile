@@ -1,6 +1,8 @@
 # wormvault: the two commands a new user needs are `make run` and `make test`.
 # Both bring up a private local PostgreSQL (scripts/devdb.sh) unless
-# VAULT_DATABASE_URL / VAULT_TEST_DATABASE_URL point at one.
+# VAULT_DATABASE_URL / VAULT_TEST_DATABASE_URL point at one. devdb.sh makes
+# two roles: an owner that migrates and a runtime login that serves (and
+# that the tests connect as).
 
 GO      ?= go
 BIN     := bin/vault
@@ -23,9 +25,12 @@ test:
 # Ingest benchmark with its physical baselines (durable raw disk, BLAKE3,
 # PostgreSQL commits) in one run, under 5 minutes; writes docs/benchmarks.md
 # (only between its bench markers). BENCHFLAGS adds flags, e.g.
-# BENCHFLAGS='--pprof /tmp/vault-cpu.pprof'.
+# BENCHFLAGS='--pprof /tmp/vault-cpu.pprof'. bench creates a database, so
+# with the dev database it uses the owner's URL (CREATEDB), not the runtime
+# login's.
 bench: build
-	@if [ -z "$${VAULT_DATABASE_URL:-}" ]; then eval "$$(scripts/devdb.sh start | sed 's/^/export /')"; fi; \
+	@if [ -z "$${VAULT_DATABASE_URL:-}" ]; then eval "$$(scripts/devdb.sh start | sed 's/^/export /')"; \
+	  export VAULT_DATABASE_URL="$$VAULT_TEST_DATABASE_URL"; fi; \
 	./$(BIN) bench --out docs/benchmarks.md $(BENCHFLAGS)
 
 db:

@@ -8,8 +8,21 @@
 # The cluster lives under .devdb/ in the work tree (git-ignored) when the
 # server's user can reach it, otherwise under /var/tmp. It listens on
 # 127.0.0.1 only, on port $VAULT_PG_PORT (default 55432), with password
-# authentication for the application role "vault". PostgreSQL refuses to run
-# as root, so as root the server runs as the "postgres" system user.
+# authentication. PostgreSQL refuses to run as root, so as root the server
+# runs as the "postgres" system user.
+#
+# Roles (see migrations/009_least_privilege.sql):
+#   vault              the schema owner: runs `vault migrate`; CREATEDB so
+#                      that tests can make their own databases; neither
+#                      superuser nor CREATEROLE. Password in .devdb/password.
+#   wormvault_runtime  NOLOGIN group role the migrations grant to.
+#   vault_app          the server's login, member of wormvault_runtime; owns
+#                      nothing. Password in .devdb/runtime-password.
+# Printed (and kept in .devdb/env):
+#   VAULT_DATABASE_URL        vault_app on database vault (vault serve)
+#   VAULT_OWNER_DATABASE_URL  vault on database vault (vault migrate)
+#   VAULT_TEST_DATABASE_URL   vault on database postgres (tests create databases)
+#   VAULT_TEST_RUNTIME_URL    vault_app on database postgres (tests connect as it)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,15 +83,19 @@ pick_datadir() {
 
 start() {
   ensure_installed
-  local bin datadir sock pw
+  local bin datadir sock pw rpw
   bin=$(find_bindir)
   datadir=$(pick_datadir)
   sock="$datadir/sock"
   if [ "$(id -u)" -eq 0 ]; then owner=postgres; fi
-  if [ ! -f "$state/password" ]; then
-    (umask 077; head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$state/password")
-  fi
+  local f
+  for f in password runtime-password; do
+    if [ ! -f "$state/$f" ]; then
+      (umask 077; head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$state/$f")
+    fi
+  done
   pw=$(cat "$state/password")
+  rpw=$(cat "$state/runtime-password")
 
   if [ ! -f "$datadir/PG_VERSION" ]; then
     log "initialising cluster in $datadir"
@@ -92,22 +109,40 @@ start() {
       -o "-p $port -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300" start >&2 \
       || { run_as_owner tail -n 30 "$datadir/server.log" >&2; exit 1; }
   fi
-  # The application role owns nothing it could use to bypass the vault's
-  # triggers by accident: it is not a superuser. CREATEDB lets tests make
-  # their own databases.
+  # Two login roles, so that the server never holds the schema owner's
+  # rights (issue 13): the owner "vault" (not a superuser, no CREATEROLE;
+  # CREATEDB lets tests make their own databases) and the runtime login
+  # "vault_app", a member of the NOLOGIN group wormvault_runtime that the
+  # migrations grant to. ALTER on every start keeps an older .devdb right.
   run_as_owner "$bin/psql" -h "$sock" -p "$port" -U "$owner" -d postgres -v ON_ERROR_STOP=1 -q >/dev/null <<SQL
 SELECT 'ok';
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vault') THEN
-    CREATE ROLE vault LOGIN NOSUPERUSER CREATEDB PASSWORD '$pw';
+    CREATE ROLE vault LOGIN NOSUPERUSER NOCREATEROLE CREATEDB PASSWORD '$pw';
   ELSE
-    ALTER ROLE vault LOGIN NOSUPERUSER CREATEDB PASSWORD '$pw';
+    ALTER ROLE vault LOGIN NOSUPERUSER NOCREATEROLE CREATEDB PASSWORD '$pw';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wormvault_runtime') THEN
+    CREATE ROLE wormvault_runtime NOLOGIN;
+  END IF;
+  ALTER ROLE wormvault_runtime NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vault_app') THEN
+    CREATE ROLE vault_app LOGIN PASSWORD '$rpw';
+  END IF;
+  ALTER ROLE vault_app LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS PASSWORD '$rpw';
+  IF NOT pg_has_role('vault_app', 'wormvault_runtime', 'MEMBER') THEN
+    GRANT wormvault_runtime TO vault_app;
   END IF;
 END \$\$;
 SELECT 'CREATE DATABASE vault OWNER vault' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'vault') \gexec
 SQL
-  local base="postgres://vault:$pw@127.0.0.1:$port"
-  printf 'VAULT_DATABASE_URL=%s/vault\nVAULT_TEST_DATABASE_URL=%s/postgres\n' "$base" "$base" >"$state/env"
+  local host="127.0.0.1:$port"
+  {
+    printf 'VAULT_DATABASE_URL=postgres://vault_app:%s@%s/vault\n' "$rpw" "$host"
+    printf 'VAULT_OWNER_DATABASE_URL=postgres://vault:%s@%s/vault\n' "$pw" "$host"
+    printf 'VAULT_TEST_DATABASE_URL=postgres://vault:%s@%s/postgres\n' "$pw" "$host"
+    printf 'VAULT_TEST_RUNTIME_URL=postgres://vault_app:%s@%s/postgres\n' "$rpw" "$host"
+  } >"$state/env"
   chmod 600 "$state/env"
   cat "$state/env"
 }

@@ -7,10 +7,15 @@ cd "$top"
 vault="$top/bin/vault"
 export VAULT_DATA_DIR="${VAULT_DATA_DIR:-$top/.devdb/vault}"
 export VAULT_LISTEN="${VAULT_LISTEN:-127.0.0.1:8420}"
+# devdb.sh gives two roles: the schema owner migrates
+# (VAULT_OWNER_DATABASE_URL), the runtime login vault_app serves
+# (VAULT_DATABASE_URL). With your own VAULT_DATABASE_URL and no owner URL,
+# that one role does both.
 if [ -z "${VAULT_DATABASE_URL:-}" ]; then
   eval "$(scripts/devdb.sh start | sed 's/^/export /')"
 fi
 export VAULT_DATABASE_URL
+owner_url=${VAULT_OWNER_DATABASE_URL:-$VAULT_DATABASE_URL}
 
 # Three dev admins with personal keys (never do this for a real vault: each
 # admin makes their own key with `vault admin keygen` on their own machine).
@@ -23,7 +28,9 @@ if [ ! -f "$VAULT_DATA_DIR/vault.json" ]; then
   "$vault" init --data-dir "$VAULT_DATA_DIR" --dev --deletion-delay 1m --governance-delay 2m \
     --admin alice="$admins/alice.key.pub" --admin bob="$admins/bob.key.pub" --admin carol="$admins/carol.key.pub"
 fi
-"$vault" migrate >/dev/null 2>&1 || "$vault" migrate
+VAULT_OWNER_DATABASE_URL=$owner_url "$vault" migrate >/dev/null 2>&1 || VAULT_OWNER_DATABASE_URL=$owner_url "$vault" migrate
+# The server never holds the owner's credential.
+unset VAULT_OWNER_DATABASE_URL VAULT_TEST_DATABASE_URL VAULT_TEST_RUNTIME_URL
 
 issue() { "$vault" token issue --data-dir "$VAULT_DATA_DIR" --role "$1" --subject "$2" --ttl 24h 2>/dev/null; }
 url="http://$VAULT_LISTEN"

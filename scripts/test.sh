@@ -3,10 +3,12 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+# Tests create databases as the owner (VAULT_TEST_DATABASE_URL) and connect
+# as the runtime login (VAULT_TEST_RUNTIME_URL), as the server does.
 if [ -z "${VAULT_TEST_DATABASE_URL:-}" ]; then
   eval "$(scripts/devdb.sh start | sed 's/^/export /')"
 fi
-export VAULT_TEST_DATABASE_URL
+export VAULT_TEST_DATABASE_URL VAULT_TEST_RUNTIME_URL
 # The restic integration tests run the real client (Debian's restic
 # package): install it as root when missing, as devdb.sh does PostgreSQL.
 # Without it they fail, unless VAULT_SKIP_RESTIC=1 (developers only; never CI).

@@ -40,6 +40,7 @@ func TestAdminDeletionCommands(t *testing.T) {
 	}
 	t.Cleanup(func() { jnl.Close() })
 	clk := clock.NewFake(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	pgtest.FollowClock(t, pool, clk)
 	log := slog.New(slog.DiscardHandler)
 	// Three admins with personal keys: alice and carol raw keys from
 	// `vault admin keygen`, bob an SSH key signing through ssh-keygen.

@@ -32,6 +32,7 @@ type auditLogFixture struct {
 	dir    string // the vault's data directory, from vault init
 	dbURL  string
 	pool   *pgxpool.Pool
+	owner  *pgxpool.Pool // the schema owner: the tampering below needs it (or a superuser)
 	store  *store.Store
 	keys   checkpointKeys
 	env    map[string]string
@@ -59,6 +60,7 @@ func newAuditLogFixture(t testing.TB) *auditLogFixture {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(auditorEpoch)
+	pgtest.FollowClock(t, pool, clk)
 	logs := newLogSink()
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	reg := prometheus.NewRegistry()
@@ -76,7 +78,7 @@ func newAuditLogFixture(t testing.TB) *auditLogFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &auditLogFixture{dir: dir, dbURL: dbURL, pool: pool, store: st, keys: keys, clk: clk, url: srv.URL, reg: reg, logs: logs,
+	f := &auditLogFixture{dir: dir, dbURL: dbURL, pool: pool, owner: pgtest.OwnerPool(t, pool), store: st, keys: keys, clk: clk, url: srv.URL, reg: reg, logs: logs,
 		env: map[string]string{"VAULT_URL": srv.URL, "VAULT_TOKEN": tok}}
 	f.putChunks(t, 4)
 	f.integrate(t)
@@ -142,10 +144,10 @@ func TestAuditVerifyCLI(t *testing.T) {
 
 	// A chunk's row removed by hand: verify fails, names it, and keeps
 	// the old checkpoint.
-	if _, err := f.pool.Exec(ctx, "ALTER TABLE chunks DISABLE TRIGGER USER"); err != nil {
+	if _, err := f.owner.Exec(ctx, "ALTER TABLE chunks DISABLE TRIGGER USER"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.pool.Exec(ctx, "DELETE FROM chunks WHERE hash = $1", f.chunks[1][:]); err != nil {
+	if _, err := f.owner.Exec(ctx, "DELETE FROM chunks WHERE hash = $1", f.chunks[1][:]); err != nil {
 		t.Fatal(err)
 	}
 	b := []byte("one more")
@@ -179,7 +181,7 @@ func TestServeRollbackGuard(t *testing.T) {
 		"DELETE FROM audit_log WHERE seq > 2",
 		"DELETE FROM audit_hashes WHERE idx >= " + strconv.FormatInt(tlog.StoredHashCount(2), 10),
 	} {
-		if _, err := f.pool.Exec(ctx, sql); err != nil {
+		if _, err := f.owner.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}

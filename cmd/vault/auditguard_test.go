@@ -34,12 +34,12 @@ func ownerExec(t testing.TB, f *auditLogFixture, sqls ...string) {
 	t.Helper()
 	ctx := context.Background()
 	for _, tbl := range []string{"audit_log", "audit_hashes", "audit_checkpoints", "audit_chunks"} {
-		if _, err := f.pool.Exec(ctx, "ALTER TABLE "+tbl+" DISABLE TRIGGER USER"); err != nil {
+		if _, err := f.owner.Exec(ctx, "ALTER TABLE "+tbl+" DISABLE TRIGGER USER"); err != nil {
 			t.Fatalf("disable triggers on %s: %v", tbl, err)
 		}
 	}
 	for _, sql := range sqls {
-		if _, err := f.pool.Exec(ctx, sql); err != nil {
+		if _, err := f.owner.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}

@@ -49,6 +49,7 @@ func newAuditorFixture(t testing.TB) *auditorFixture {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(auditorEpoch)
+	pgtest.FollowClock(t, pool, clk)
 	log := slog.New(slog.DiscardHandler)
 	st := store.New(pool, blobs, clk, log, nil, store.Options{})
 	key, err := auth.GenerateKey()

@@ -37,7 +37,10 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// openDB connects to PostgreSQL and applies pending migrations.
+// openDB connects to PostgreSQL and makes sure the schema is current: a
+// runtime login (the normal case) only checks, and says to run `vault
+// migrate --owner-url` when migrations are pending; a role that may
+// change the schema (a single-role development setup) applies them.
 func openDB(ctx context.Context, url string, maxConns int, log *slog.Logger) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -55,7 +58,7 @@ func openDB(ctx context.Context, url string, maxConns int, log *slog.Logger) (*p
 		pool.Close()
 		return nil, fmt.Errorf("database: connect: %w", err)
 	}
-	err = migrations.Migrate(ctx, conn.Conn(), log)
+	err = migrations.Ensure(ctx, conn.Conn(), log)
 	conn.Release()
 	if err != nil {
 		pool.Close()

@@ -31,9 +31,9 @@ const usage = `usage: vault <command> [flags]
 
 commands:
   init     create a vault data directory: id, token-signing key, identity file
-  serve    run the vault server (migrates the database first)
-  migrate  apply database migrations and exit
-  reindex  rebuild the database index from the data directory (journal, files, packs)
+  serve    run the vault server (as the runtime role: refuses to start while migrations are pending)
+  migrate  apply database migrations as the schema owner (--owner-url) and exit
+  reindex  rebuild the database index from the data directory (journal, files, packs), as the schema owner
   token    issue or revoke access tokens
   admin    keygen; deletions: request, approve, cancel, list, show; admins; execute-due
   hash     print the BLAKE3 address of files (the name to PUT a chunk under)

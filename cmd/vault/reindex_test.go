@@ -111,6 +111,7 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	}
 	defer pool1.Close()
 	clk := clock.NewFake(time.Now().UTC().Truncate(time.Second))
+	pgtest.FollowClock(t, pool1, clk) // the database's clock moves with the test's
 	log := slog.New(slog.DiscardHandler)
 	blobs, err := disk.Open(dir, disk.Options{})
 	if err != nil {
@@ -246,14 +247,15 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 
 	// The database is gone. A new one is rebuilt from the data directory.
 	db2 := pgtest.NewDatabase(t)
+	owner2 := pgtest.OwnerURL(t, db2) // reindex runs as the schema owner
 	var dry store.ReindexReport
-	if err := json.Unmarshal([]byte(mustCLI(t, nil, "reindex", "--data-dir", dir, "--database-url", db2, "--dry-run", "--json")), &dry); err != nil {
+	if err := json.Unmarshal([]byte(mustCLI(t, nil, "reindex", "--data-dir", dir, "--database-url", owner2, "--dry-run", "--json")), &dry); err != nil {
 		t.Fatal(err)
 	}
 	if !dry.DryRun || dry.JournalEntries != int64(len(before["audit_log"])) || len(mustDumpIndex(t, db2)["audit_log"]) != 0 {
 		t.Errorf("dry run: %+v; the database has %d entries after it", dry, len(mustDumpIndex(t, db2)["audit_log"]))
 	}
-	out = mustCLI(t, map[string]string{"VAULT_OWNER_DATABASE_URL": db2, "VAULT_DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"},
+	out = mustCLI(t, map[string]string{"VAULT_OWNER_DATABASE_URL": owner2, "VAULT_DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"},
 		"reindex", "--data-dir", dir)
 	for _, want := range []string{"rebuilt the index of " + dir, "0 lost, 0 adopted", "chunks"} {
 		if !strings.Contains(out, want) {

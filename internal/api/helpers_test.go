@@ -86,6 +86,7 @@ func newTestServer(t testing.TB) *testServer {
 		t.Fatalf("disk.Open(%s): %v", dataDir, err)
 	}
 	clk := clock.NewFake(t0)
+	pgtest.FollowClock(t, pool, clk)
 	logs := newTestLog(t)
 	jnl, err := journal.Open(filepath.Join(dataDir, "journal"))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wormvault/wormvault/internal/audit"
 	"github.com/wormvault/wormvault/internal/auth"
+	"github.com/wormvault/wormvault/internal/pgtest"
 	"github.com/wormvault/wormvault/internal/store"
 )
 
@@ -24,13 +25,14 @@ import (
 func ownerExec(t testing.TB, ts *testServer, sqls ...string) {
 	t.Helper()
 	ctx := context.Background()
+	owner := pgtest.OwnerPool(t, ts.pool)
 	for _, tbl := range []string{"audit_log", "audit_hashes", "audit_checkpoints"} {
-		if _, err := ts.pool.Exec(ctx, "ALTER TABLE "+tbl+" DISABLE TRIGGER USER"); err != nil {
+		if _, err := owner.Exec(ctx, "ALTER TABLE "+tbl+" DISABLE TRIGGER USER"); err != nil {
 			t.Fatalf("disable triggers on %s: %v", tbl, err)
 		}
 	}
 	for _, sql := range sqls {
-		if _, err := ts.pool.Exec(ctx, sql); err != nil {
+		if _, err := owner.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}

@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/wormvault/wormvault/internal/approval"
 	"github.com/wormvault/wormvault/internal/audit"
 	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/pgtest"
 	"github.com/wormvault/wormvault/internal/store"
 )
 
@@ -60,8 +62,9 @@ type auditScenario struct {
 	*deletionStore
 	src      storeSource
 	verifier note.Verifier
-	live     chunk.Hash // a stored chunk, kept as a file
-	deleted  chunk.Hash // removed by an executed deletion
+	owner    *pgxpool.Pool // the schema owner: the tampering below is the owner's (or a superuser's)
+	live     chunk.Hash    // a stored chunk, kept as a file
+	deleted  chunk.Hash    // removed by an executed deletion
 }
 
 func newAuditScenario(t testing.TB) *auditScenario {
@@ -74,7 +77,8 @@ func newAuditScenario(t testing.TB) *auditScenario {
 	}
 	signer, _ := note.NewSigner(skey)
 	v, _ := note.NewVerifier(vkey)
-	sc := &auditScenario{deletionStore: ds, src: storeSource{s: ds.Store, signer: signer}, verifier: v}
+	sc := &auditScenario{deletionStore: ds, src: storeSource{s: ds.Store, signer: signer}, verifier: v,
+		owner: pgtest.OwnerPool(t, ds.pool)}
 
 	bl, live := randomChunk(t, 100_000) // above the pack threshold: a file
 	ds.mustPut(t, bl)
@@ -120,9 +124,10 @@ func (sc *auditScenario) mustVerify(t testing.TB, kept *audit.Checkpoint) *audit
 	return &rep.Checkpoint
 }
 
+// exec runs sql as the schema owner.
 func (sc *auditScenario) exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
-	if _, err := sc.pool.Exec(context.Background(), sql, args...); err != nil {
+	if _, err := sc.owner.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }

@@ -105,6 +105,7 @@ func newDeletionStore(t testing.TB) *deletionStore {
 	}
 	pool := pgtest.NewPool(t)
 	clk := clock.NewFake(epoch)
+	pgtest.FollowClock(t, pool, clk)
 	ds := &deletionStore{blobs: &failingBlobs{Blobs: d}, keys: map[string]ed25519.PrivateKey{},
 		reg: prometheus.NewRegistry(), logs: &logBuffer{}}
 	// The genesis admin set, as admins.json pins it in the data directory.
@@ -587,31 +588,17 @@ func TestDeletionDatabaseGuards(t *testing.T) {
 	ds.mustPut(t, b)
 	ds.clk.Advance(31 * 24 * time.Hour)
 	d := ds.mustRequest(t, "admin-a", store.DeletionTargets{Kind: store.DeleteChunks, Chunks: []chunk.Hash{h}})
-	tests := []struct{ name, sql, code string }{
-		{"delete outside the executor", "DELETE FROM chunks", "WV003"},
-		{"delete naming a request that is not executing",
-			"SELECT set_config('wormvault.deletion_id', '" + itoa(d.ID) + "', false); DELETE FROM chunks", "WV003"},
-		{"schedule without approvals", "UPDATE deletion_requests SET state = 'scheduled', scheduled_at = now(), executes_at = now() + delay", "WV006"},
-		{"jump to executing", "UPDATE deletion_requests SET state = 'executing'", "WV006"},
-		{"self-approval in SQL", "INSERT INTO deletion_approvals VALUES (" + itoa(d.ID) + ", 'admin-a', now())", "WV006"},
-		{"weaken the policy", "UPDATE deletion_requests SET approvals_required = 1", "WV006"},
-		{"rewrite the targets", "UPDATE deletion_requests SET targets = 'x'", "WV006"},
-		{"delete a request", "DELETE FROM deletion_requests", "WV004"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			conn, err := ds.pool.Acquire(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Release()
-			_, err = conn.Exec(ctx, tt.sql)
-			if err == nil || !strings.Contains(err.Error(), tt.code) {
-				t.Errorf("%s: err = %v, want SQLSTATE %s", tt.sql, err, tt.code)
-			}
-			conn.Exec(ctx, "RESET wormvault.deletion_id")
-		})
-	}
+	mustRefuseAll(t, ds.pool, []forbidden{
+		{name: "delete outside the executor", sql: "DELETE FROM chunks", code: "WV003"},
+		{name: "delete naming a request that is not executing",
+			sql: "SELECT set_config('wormvault.deletion_id', '" + itoa(d.ID) + "', true); DELETE FROM chunks", code: "WV003"},
+		{name: "schedule without approvals", sql: "UPDATE deletion_requests SET state = 'scheduled', scheduled_at = now(), executes_at = now() + delay", code: "WV006"},
+		{name: "jump to executing", sql: "UPDATE deletion_requests SET state = 'executing'", code: "WV006"},
+		{name: "self-approval in SQL", sql: "INSERT INTO deletion_approvals VALUES (" + itoa(d.ID) + ", 'admin-a', now())", code: "WV006"},
+		{name: "weaken the policy", sql: "UPDATE deletion_requests SET approvals_required = 1", code: "WV006", runtime: permissionDenied},
+		{name: "rewrite the targets", sql: "UPDATE deletion_requests SET targets = 'x'", code: "WV006", runtime: permissionDenied},
+		{name: "delete a request", sql: "DELETE FROM deletion_requests", code: "WV004", runtime: permissionDenied},
+	}, ds.deletionState)
 	if !ds.readable(t, h) {
 		t.Error("chunk gone")
 	}
@@ -737,4 +724,27 @@ func TestChunkDeletionState(t *testing.T) {
 	if o := state(otherH); o != store.StateRequested {
 		t.Errorf("chunk covered by an expired-before request: %s, want requested", o)
 	}
+}
+
+// deletionState describes everything a deletion can change, for tests
+// that check a refused statement changed nothing.
+func (ds *deletionStore) deletionState(t testing.TB) string {
+	t.Helper()
+	var s string
+	err := ds.pool.QueryRow(context.Background(), `SELECT concat_ws(' | ',
+		(SELECT string_agg(encode(hash, 'hex') || '@' || retain_until, ',' ORDER BY hash) FROM chunks),
+		(SELECT string_agg(id || ':' || state || ':' || coalesce(executes_at::text, '-'), ',' ORDER BY id) FROM deletion_requests),
+		(SELECT string_agg(id || ':' || coalesce(deleted_at::text, '-'), ',' ORDER BY id) FROM snapshots),
+		(SELECT string_agg(id || ':' || coalesce(released_at::text, '-'), ',' ORDER BY id) FROM holds),
+		'approvals ' || (SELECT count(*) FROM deletion_approvals),
+		'outcomes ' || (SELECT count(*) FROM deletion_outcomes),
+		'tombstones ' || (SELECT count(*) FROM chunk_tombstones),
+		'admin sets ' || (SELECT count(*) FROM admin_set_versions) || '/' || (SELECT count(*) FROM admin_keys),
+		'packs ' || (SELECT count(*) FROM packs_indexed),
+		'integrator ' || (SELECT chunk_seq FROM audit_integrator),
+		'audit ' || (SELECT count(*) FROM audit_log))`).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -22,4 +22,9 @@
 //     counters, never the whole chunks table (retention.go);
 //   - the index can be rebuilt from the data directory alone, the journal
 //     and the content, without changing the content (reindex*.go).
+//   - the store's database login is a runtime role that owns nothing
+//     (migrations/009_least_privilege.sql): the triggers take the time from
+//     the database's clock and the executing request from a registration
+//     only wv_begin_execution makes (setExecutor), never from anything a
+//     session can set.
 package store

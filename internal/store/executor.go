@@ -139,11 +139,14 @@ func (s *Store) checkClocks(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// setExecutor puts tx on the executor's path for request id: the triggers
-// let rows go only under these settings, and take the time from them.
+// setExecutor puts tx on the executor's path for request id: the database
+// registers the transaction as executing it (wv_begin_execution, which also
+// moves a due scheduled request to executing), and the triggers let rows
+// go only in a registered transaction. The database takes no time from the
+// caller: its triggers use its own clock, so now is not sent; the Go side
+// keeps its own checks against now.
 func setExecutor(ctx context.Context, tx pgx.Tx, id int64, now time.Time) error {
-	_, err := tx.Exec(ctx, "SELECT set_config('wormvault.deletion_id', $1, true), set_config('wormvault.now', $2, true)",
-		strconv.FormatInt(id, 10), now.UTC().Format(time.RFC3339Nano))
+	_, err := tx.Exec(ctx, "SELECT wv_begin_execution($1)", id)
 	return err
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/wormvault/wormvault/internal/approval"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/manifest"
+	"github.com/wormvault/wormvault/internal/pgtest"
 	"github.com/wormvault/wormvault/internal/store"
 	"github.com/wormvault/wormvault/internal/store/pack"
 )
@@ -34,6 +35,7 @@ import (
 // this is the one place to point at another connection.
 func asOwner(t testing.TB, pool *pgxpool.Pool, tables []string, fn func(ctx context.Context, tx pgx.Tx) error) {
 	t.Helper()
+	pool = pgtest.OwnerPool(t, pool)
 	ctx := context.Background()
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for _, tb := range tables {

@@ -38,6 +38,7 @@ func newPackedStore(t testing.TB, dir string) *testStore {
 	}
 	pool := pgtest.NewPool(t)
 	clk := clock.NewFake(epoch)
+	pgtest.FollowClock(t, pool, clk)
 	s := store.New(pool, blobs, clk, slog.New(slog.DiscardHandler), nil,
 		store.Options{MaxChunkSize: 4 << 20, MaxBatch: 50, Packs: packs, PackThreshold: 64 << 10})
 	t.Cleanup(func() { s.Close(); packs.Close() })

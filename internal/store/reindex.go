@@ -324,7 +324,10 @@ func (r *reindexer) run(ctx context.Context) error {
 			return fmt.Errorf("disable the triggers of %s: %w", n, err)
 		}
 	}
-	if _, err := tx.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")); err != nil {
+	// deletion_executions (migration 009) records which transactions
+	// executed which request: nothing to rebuild, and it refers to
+	// deletion_requests.
+	if _, err := tx.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")+", deletion_executions"); err != nil {
 		return fmt.Errorf("empty the index: %w", err)
 	}
 	r.head = auditHead{hash: make([]byte, 32)}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
@@ -41,6 +41,7 @@ func newResticStore(t testing.TB) *testStore {
 	}
 	pool := pgtest.NewPool(t)
 	clk := clock.NewFake(epoch)
+	pgtest.FollowClock(t, pool, clk)
 	s := store.New(pool, d, clk, slog.New(slog.DiscardHandler), nil, store.Options{
 		MaxChunkSize: 4 << 20, Packs: packs, PackThreshold: 64 << 10,
 	})
@@ -252,34 +253,21 @@ func TestResticDatabaseGuards(t *testing.T) {
 	ts.mustPutRestic(t, "r", store.ResticLocks, name, b)
 	_, absent := randomChunk(t, 10)
 	stored := chunk.Sum(b)
-	for _, c := range []struct {
-		sql   string
-		args  []any
-		state string
-	}{
-		{"UPDATE restic_files SET size = size + 1 WHERE type = 'data'", nil, "WV002"},
-		{"UPDATE restic_files SET created_by = 'x' WHERE type = 'locks'", nil, "WV002"},
-		{"DELETE FROM restic_files WHERE type = 'data'", nil, "WV010"},
-		{"DELETE FROM restic_files", nil, "WV010"},
-		{"TRUNCATE restic_files", nil, "WV004"},
-		{"INSERT INTO restic_files (repo, type, name, chunk, size, created_at, created_by) VALUES ('r', 'index', $1, $2, 300, now(), 'x')",
-			[]any{name, absent[:]}, "WV011"},
-		{"INSERT INTO restic_files (repo, type, name, chunk, size, created_at, created_by) VALUES ('r', 'index', $1, $2, 301, now(), 'x')",
-			[]any{name, stored[:]}, "WV011"},
-		{"UPDATE restic_repositories SET min_retention = '-1 day'", nil, "WV001"},
-		{"UPDATE restic_repositories SET created_by = 'x'", nil, "WV002"},
-		{"DELETE FROM restic_repositories", nil, "WV004"},
-		{"TRUNCATE restic_repositories CASCADE", nil, "WV004"},
-	} {
-		_, err := ts.pool.Exec(ctx, c.sql, c.args...)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != c.state {
-			t.Errorf("%s: %v, want SQLSTATE %s", c.sql, err, c.state)
-		}
-	}
-	if n := ts.count(t, "restic_files"); n != 2 {
-		t.Errorf("%d restic files after the refused statements, want 2", n)
-	}
+	mustRefuseAll(t, ts.pool, []forbidden{
+		{name: "UPDATE restic_files SET size = size + 1 WHERE type = 'data'", sql: "UPDATE restic_files SET size = size + 1 WHERE type = 'data'", code: "WV002", runtime: permissionDenied},
+		{name: "UPDATE restic_files SET created_by = 'x' WHERE type = 'locks'", sql: "UPDATE restic_files SET created_by = 'x' WHERE type = 'locks'", code: "WV002", runtime: permissionDenied},
+		{name: "DELETE FROM restic_files WHERE type = 'data'", sql: "DELETE FROM restic_files WHERE type = 'data'", code: "WV010"},
+		{name: "DELETE FROM restic_files", sql: "DELETE FROM restic_files", code: "WV010"},
+		{name: "TRUNCATE restic_files", sql: "TRUNCATE restic_files", code: "WV004", runtime: permissionDenied},
+		{name: "a file naming an absent chunk", sql: "INSERT INTO restic_files (repo, type, name, chunk, size, created_at, created_by) VALUES ('r', 'index', $1, $2, 300, now(), 'x')", args: []any{name, absent[:]}, code: "WV011"},
+		{name: "a file of the wrong size", sql: "INSERT INTO restic_files (repo, type, name, chunk, size, created_at, created_by) VALUES ('r', 'index', $1, $2, 301, now(), 'x')", args: []any{name, stored[:]}, code: "WV011"},
+		{name: "UPDATE restic_repositories SET min_retention = '-1 day'", sql: "UPDATE restic_repositories SET min_retention = '-1 day'", code: "WV001"},
+		{name: "UPDATE restic_repositories SET created_by = 'x'", sql: "UPDATE restic_repositories SET created_by = 'x'", code: "WV002", runtime: permissionDenied},
+		{name: "DELETE FROM restic_repositories", sql: "DELETE FROM restic_repositories", code: "WV004", runtime: permissionDenied},
+		{name: "TRUNCATE restic_repositories CASCADE", sql: "TRUNCATE restic_repositories CASCADE", code: "WV004", runtime: permissionDenied},
+	}, func(t testing.TB) string {
+		return fmt.Sprint(ts.count(t, "restic_files"), ts.count(t, "restic_repositories"))
+	})
 	// Only a lock's row may go.
 	if _, err := ts.pool.Exec(ctx, "DELETE FROM restic_files WHERE type = 'locks'"); err != nil {
 		t.Errorf("deleting a lock row: %v", err)

@@ -37,6 +37,7 @@ func newSnapshotStore(t testing.TB, opts store.Options) *testStore {
 	if opts.Journal == nil {
 		opts.Journal = newJournal(t, dir)
 	}
+	pgtest.FollowClock(t, pool, clk)
 	s := store.New(pool, blobs, clk, testLogger(), nil, opts)
 	return &testStore{Store: s, pool: pool, clk: clk, dir: dir, blobs: blobs}
 }
@@ -506,42 +507,28 @@ func TestSnapshotTablesRefuseForbiddenChanges(t *testing.T) {
 	}
 	short := ts.mustChunks(t, 1)[0] // retained for the minimum only
 
-	tests := []struct {
-		name, sql, code string
-	}{
-		{"shorten snapshot retention", "UPDATE snapshots SET retain_until = retain_until - interval '1 day'", "WV001"},
-		{"rename snapshot", "UPDATE snapshots SET name = 'other'", "WV002"},
-		{"change snapshot root", "UPDATE snapshots SET manifest_root = decode(repeat('00', 32), 'hex')", "WV002"},
-		{"change snapshot counts", "UPDATE snapshots SET chunk_count = chunk_count + 1", "WV002"},
-		{"extend snapshot past its chunks", "UPDATE snapshots SET retain_until = retain_until + interval '1 day'", "WV005"},
-		{"delete snapshot", "DELETE FROM snapshots", "WV003"},
-		{"truncate snapshots", "TRUNCATE snapshots CASCADE", "WV003"},
-		{"change reference", "UPDATE snapshot_chunks SET size = size + 1", "WV004"},
-		{"delete references", "DELETE FROM snapshot_chunks", "WV004"},
-		{"truncate references", "TRUNCATE snapshot_chunks", "WV004"},
-		{"reference a chunk retained for less", "INSERT INTO snapshot_chunks SELECT 1, hash, size FROM chunks WHERE hash = '\\x" + short.String() + "'", "WV005"},
-		{"reference an unknown chunk", "INSERT INTO snapshot_chunks VALUES (1, decode(repeat('00', 32), 'hex'), 1)", "WV005"},
-		{"reference an unknown snapshot", "INSERT INTO snapshot_chunks SELECT 99, hash, size FROM chunks LIMIT 1", "WV005"},
-		{"release a hold", "UPDATE holds SET released_at = now(), released_by = 'me'", "WV004"},
-		{"rename a hold", "UPDATE holds SET reason = 'never mind'", "WV004"},
-		{"delete a hold", "DELETE FROM holds", "WV004"},
-		{"truncate holds", "TRUNCATE holds CASCADE", "WV004"},
-		{"delete held chunks", "DELETE FROM hold_chunks", "WV004"},
-		{"delete held snapshots", "DELETE FROM hold_snapshots", "WV004"},
-		{"truncate held chunks", "TRUNCATE hold_chunks", "WV004"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			before := ts.vaultState(t)
-			_, err := ts.pool.Exec(ctx, tt.sql)
-			if err == nil || !strings.Contains(err.Error(), tt.code) {
-				t.Fatalf("%s: err = %v, want SQLSTATE %s", tt.sql, err, tt.code)
-			}
-			if after := ts.vaultState(t); after != before {
-				t.Errorf("state changed:\n before %s\n after  %s", before, after)
-			}
-		})
-	}
+	mustRefuseAll(t, ts.pool, []forbidden{
+		{name: "shorten snapshot retention", sql: "UPDATE snapshots SET retain_until = retain_until - interval '1 day'", code: "WV001"},
+		{name: "rename snapshot", sql: "UPDATE snapshots SET name = 'other'", code: "WV002", runtime: permissionDenied},
+		{name: "change snapshot root", sql: "UPDATE snapshots SET manifest_root = decode(repeat('00', 32), 'hex')", code: "WV002", runtime: permissionDenied},
+		{name: "change snapshot counts", sql: "UPDATE snapshots SET chunk_count = chunk_count + 1", code: "WV002", runtime: permissionDenied},
+		{name: "extend snapshot past its chunks", sql: "UPDATE snapshots SET retain_until = retain_until + interval '1 day'", code: "WV005"},
+		{name: "delete snapshot", sql: "DELETE FROM snapshots", code: "WV003", runtime: permissionDenied},
+		{name: "truncate snapshots", sql: "TRUNCATE snapshots CASCADE", code: "WV003", runtime: permissionDenied},
+		{name: "change reference", sql: "UPDATE snapshot_chunks SET size = size + 1", code: "WV004", runtime: permissionDenied},
+		{name: "delete references", sql: "DELETE FROM snapshot_chunks", code: "WV004", runtime: permissionDenied},
+		{name: "truncate references", sql: "TRUNCATE snapshot_chunks", code: "WV004", runtime: permissionDenied},
+		{name: "reference a chunk retained for less", sql: "INSERT INTO snapshot_chunks SELECT 1, hash, size FROM chunks WHERE hash = '\\x" + short.String() + "'", code: "WV005"},
+		{name: "reference an unknown chunk", sql: "INSERT INTO snapshot_chunks VALUES (1, decode(repeat('00', 32), 'hex'), 1)", code: "WV005"},
+		{name: "reference an unknown snapshot", sql: "INSERT INTO snapshot_chunks SELECT 99, hash, size FROM chunks LIMIT 1", code: "WV005"},
+		{name: "release a hold", sql: "UPDATE holds SET released_at = now(), released_by = 'me'", code: "WV004"},
+		{name: "rename a hold", sql: "UPDATE holds SET reason = 'never mind'", code: "WV004", runtime: permissionDenied},
+		{name: "delete a hold", sql: "DELETE FROM holds", code: "WV004", runtime: permissionDenied},
+		{name: "truncate holds", sql: "TRUNCATE holds CASCADE", code: "WV004", runtime: permissionDenied},
+		{name: "delete held chunks", sql: "DELETE FROM hold_chunks", code: "WV004", runtime: permissionDenied},
+		{name: "delete held snapshots", sql: "DELETE FROM hold_snapshots", code: "WV004", runtime: permissionDenied},
+		{name: "truncate held chunks", sql: "TRUNCATE hold_chunks", code: "WV004", runtime: permissionDenied},
+	}, ts.vaultState)
 }
 
 func TestListSnapshots(t *testing.T) {

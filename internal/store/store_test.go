@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wormvault/wormvault/internal/chunk"
@@ -44,6 +45,7 @@ func newTestStore(t testing.TB) *testStore {
 	}
 	pool := pgtest.NewPool(t)
 	clk := clock.NewFake(epoch)
+	pgtest.FollowClock(t, pool, clk)
 	log := slog.New(slog.DiscardHandler)
 	s := store.New(pool, blobs, clk, log, nil, store.Options{MaxChunkSize: 1 << 20, MaxBatch: 50, Journal: newJournal(t, dir)})
 	return &testStore{Store: s, pool: pool, clk: clk, dir: dir, blobs: blobs}
@@ -81,6 +83,59 @@ func adminEntries(entries []store.AuditEntry) []store.AuditEntry {
 		}
 	}
 	return out
+}
+
+// permissionDenied is PostgreSQL's SQLSTATE for a privilege the role lacks.
+const permissionDenied = "42501"
+
+// forbidden is a statement the database must refuse, whoever sends it:
+// the runtime role (the server's login) with runtime's SQLSTATE (a
+// privilege it lacks, or the trigger's code on a table it may write), and
+// the schema owner with the trigger's code, which backs the privileges up
+// against the owner's own mistakes.
+type forbidden struct {
+	name, sql string
+	args      []any
+	code      string // the trigger's SQLSTATE, as the owner
+	runtime   string // as the runtime role, when not code
+}
+
+// mustRefuseAll runs every statement as the runtime role and as the owner,
+// and checks that each is refused with its SQLSTATE and that state (a
+// description of what must not change) stays the same.
+func mustRefuseAll(t *testing.T, runtime *pgxpool.Pool, tests []forbidden, state func(testing.TB) string) {
+	t.Helper()
+	owner := pgtest.OwnerPool(t, runtime)
+	for _, as := range []struct {
+		role string
+		pool *pgxpool.Pool
+	}{{"runtime", runtime}, {"owner", owner}} {
+		for _, tt := range tests {
+			want := tt.code
+			if as.role == "runtime" && tt.runtime != "" {
+				want = tt.runtime
+			}
+			t.Run(as.role+"/"+tt.name, func(t *testing.T) {
+				before := state(t)
+				_, err := as.pool.Exec(context.Background(), tt.sql, tt.args...)
+				if code := sqlState(err); code != want {
+					t.Fatalf("%s as the %s: err = %v, want SQLSTATE %s", tt.sql, as.role, err, want)
+				}
+				if after := state(t); after != before {
+					t.Errorf("state changed:\n before %s\n after  %s", before, after)
+				}
+			})
+		}
+	}
+}
+
+// sqlState returns err's SQLSTATE, or "" if it has none.
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
 }
 
 func randomChunk(t testing.TB, n int) ([]byte, chunk.Hash) {
@@ -287,31 +342,17 @@ func TestDatabaseRefusesForbiddenChanges(t *testing.T) {
 	ts.mustPut(t, b)
 	ts.Retain(ctx, "agent-1", []chunk.Hash{h}, epoch.AddDate(1, 0, 0))
 
-	tests := []struct {
-		name, sql, code string
-	}{
-		{"shorten retention", "UPDATE chunks SET retain_until = retain_until - interval '1 day'", "WV001"},
-		{"change hash", "UPDATE chunks SET hash = decode(repeat('00', 32), 'hex')", "WV002"},
-		{"change size", "UPDATE chunks SET size = size + 1", "WV002"},
-		{"change uploader", "UPDATE chunks SET uploaded_by = 'someone-else'", "WV002"},
-		{"delete chunk", "DELETE FROM chunks", "WV003"},
-		{"truncate chunks", "TRUNCATE chunks", "WV003"},
-		{"edit audit log", "UPDATE audit_log SET actor = 'nobody'", "WV004"},
-		{"delete audit log", "DELETE FROM audit_log", "WV004"},
-		{"truncate audit log", "TRUNCATE audit_log", "WV004"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			before := snapshotChunks(t, ts)
-			_, err := ts.pool.Exec(ctx, tt.sql)
-			if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tt.code)) {
-				t.Fatalf("%s: err = %v, want SQLSTATE %s", tt.sql, err, tt.code)
-			}
-			if after := snapshotChunks(t, ts); after != before {
-				t.Errorf("chunks changed:\n before %s\n after  %s", before, after)
-			}
-		})
-	}
+	mustRefuseAll(t, ts.pool, []forbidden{
+		{name: "shorten retention", sql: "UPDATE chunks SET retain_until = retain_until - interval '1 day'", code: "WV001"},
+		{name: "change hash", sql: "UPDATE chunks SET hash = decode(repeat('00', 32), 'hex')", code: "WV002", runtime: permissionDenied},
+		{name: "change size", sql: "UPDATE chunks SET size = size + 1", code: "WV002", runtime: permissionDenied},
+		{name: "change uploader", sql: "UPDATE chunks SET uploaded_by = 'someone-else'", code: "WV002", runtime: permissionDenied},
+		{name: "delete chunk", sql: "DELETE FROM chunks", code: "WV003"},
+		{name: "truncate chunks", sql: "TRUNCATE chunks", code: "WV003", runtime: permissionDenied},
+		{name: "edit audit log", sql: "UPDATE audit_log SET actor = 'nobody'", code: "WV004", runtime: permissionDenied},
+		{name: "delete audit log", sql: "DELETE FROM audit_log", code: "WV004", runtime: permissionDenied},
+		{name: "truncate audit log", sql: "TRUNCATE audit_log", code: "WV004", runtime: permissionDenied},
+	}, func(t testing.TB) string { return snapshotChunks(t, ts) })
 }
 
 func snapshotChunks(t testing.TB, ts *testStore) string {
