@@ -440,6 +440,19 @@ func (j *Journal) TreeHash(n int64) (tlog.Hash, error) {
 	return tlog.TreeHash(n, treeReader{j})
 }
 
+// StoredHashes returns the Merkle tree's stored hashes (in
+// tlog.StoredHashIndex order) that entries from to to (inclusive) added:
+// what the database's audit_hashes must hold for them. The append path
+// takes them from here rather than reading the database's tree back.
+func (j *Journal) StoredHashes(from, to int64) ([]tlog.Hash, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if from < 1 || to < from || to > int64(len(j.pos)) {
+		return nil, fmt.Errorf("journal: no tree hashes for entries %d to %d of %d", from, to, len(j.pos))
+	}
+	return slices.Clone(j.hashes[tlog.StoredHashIndex(0, from-1):tlog.StoredHashCount(to)]), nil
+}
+
 // Scan calls fn with every effective entry from seq from on, in order,
 // up to the head at the time of the call. The payload is valid only
 // during the call.

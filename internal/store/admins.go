@@ -330,34 +330,6 @@ func (c *AdminChange) canonical(b *strings.Builder) error {
 	return nil
 }
 
-// parseChangeLine reads one line of an admin_set target text.
-func (c *AdminChange) parseLine(k, v string) (bool, error) {
-	var err error
-	switch k {
-	case "op":
-		c.Op = v
-	case "admin":
-		c.Name = v
-	case "key":
-		c.Key, err = approval.ParsePublicKey(v)
-	case "approvals":
-		c.Policy.ApprovalsRequired, err = strconv.Atoi(v)
-	case "governance-approvals":
-		c.Policy.GovernanceApprovals, err = strconv.Atoi(v)
-	case "delay", "governance-delay":
-		var d time.Duration
-		d, err = time.ParseDuration(v)
-		if k == "delay" {
-			c.Policy.Delay = Duration(d)
-		} else {
-			c.Policy.GovernanceDelay = Duration(d)
-		}
-	default:
-		return false, nil
-	}
-	return true, err
-}
-
 // audit returns the change as the shared rules spell it.
 func (c AdminChange) audit() audit.AdminChange {
 	return audit.AdminChange{Op: c.Op, Name: c.Name, Key: c.Key, Policy: c.Policy.audit()}

@@ -92,7 +92,16 @@ func (s *Store) appendAuditBatch(ctx context.Context, tx pgx.Tx, recs []auditRec
 	if err := s.journalAppend(ctx, head.seq, head.payload, payloads); err != nil {
 		return 0, err
 	}
-	if err := writeEntries(ctx, tx, head, payloads); err != nil {
+	var tree []tlog.Hash
+	if j := s.opts.Journal; j != nil {
+		// The journal's tree is the database's (CheckJournal compared
+		// their roots at start, and every append compares the last
+		// entry): its stored hashes need no reading back.
+		if tree, err = j.StoredHashes(head.seq+1, head.seq+int64(len(payloads))); err != nil {
+			return 0, err
+		}
+	}
+	if err := writeEntriesTree(ctx, tx, head, payloads, tree); err != nil {
 		return 0, err
 	}
 	return head.seq + 1, nil
@@ -121,9 +130,19 @@ func lockAuditHead(ctx context.Context, tx pgx.Tx) (auditHead, error) {
 // writeEntries inserts payloads as the entries after head, with their
 // Merkle tree hashes and hash-chain links. The caller holds the lock.
 func writeEntries(ctx context.Context, tx pgx.Tx, head auditHead, payloads [][]byte) error {
-	hr := newTxHashReader(ctx, tx)
-	if err := ensureTreeHashes(ctx, tx, hr, head.seq); err != nil {
-		return err
+	return writeEntriesTree(ctx, tx, head, payloads, nil)
+}
+
+// writeEntriesTree is writeEntries with the entries' stored tree hashes
+// already computed (from the journal), or nil to compute them from the
+// database's tree.
+func writeEntriesTree(ctx context.Context, tx pgx.Tx, head auditHead, payloads [][]byte, known []tlog.Hash) error {
+	var hr *txHashReader
+	if known == nil {
+		hr = newTxHashReader(ctx, tx)
+		if err := ensureTreeHashes(ctx, tx, hr, head.seq); err != nil {
+			return err
+		}
 	}
 	n := len(payloads)
 	seqs, ats := make([]int64, n), make([]time.Time, n)
@@ -138,13 +157,21 @@ func writeEntries(ctx context.Context, tx pgx.Tx, head auditHead, payloads [][]b
 		if err := json.Unmarshal(b, &p); err != nil || p.Seq != seq {
 			return fmt.Errorf("%w: entry %d does not decode as entry %d", ErrAuditTree, p.Seq, seq)
 		}
-		stored, err := tlog.StoredHashes(seq-1, b, hr)
-		if err != nil {
-			return fmt.Errorf("audit: tree hashes of entry %d: %w", seq, err)
-		}
 		base := tlog.StoredHashIndex(0, seq-1)
+		var stored []tlog.Hash
+		if known != nil {
+			first := tlog.StoredHashIndex(0, head.seq)
+			stored = known[base-first : tlog.StoredHashCount(seq)-first]
+		} else {
+			var err error
+			if stored, err = tlog.StoredHashes(seq-1, b, hr); err != nil {
+				return fmt.Errorf("audit: tree hashes of entry %d: %w", seq, err)
+			}
+		}
 		for j, h := range stored {
-			hr.overlay[base+int64(j)] = h
+			if hr != nil {
+				hr.overlay[base+int64(j)] = h
+			}
 			idxs = append(idxs, base+int64(j))
 			tree = append(tree, h[:])
 		}
@@ -152,17 +179,16 @@ func writeEntries(ctx context.Context, tx pgx.Tx, head auditHead, payloads [][]b
 		prevs[i], hashes[i] = prev, auditHash(prev, texts[i])
 		prev = hashes[i]
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO audit_log (seq, at, actor, action, payload, prev_hash, hash)
+	// One round trip for both.
+	var b pgx.Batch
+	b.Queue(`INSERT INTO audit_log (seq, at, actor, action, payload, prev_hash, hash)
 		SELECT * FROM unnest(@seq::bigint[], @at::timestamptz[], @actor::text[], @action::text[], @payload::text[],
 			@prev::bytea[], @hash::bytea[])`, pgx.NamedArgs{
 		"seq": seqs, "at": ats, "actor": actors, "action": actions, "payload": texts, "prev": prevs, "hash": hashes,
 	})
-	if err != nil {
+	b.Queue(`INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idxs, tree)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("audit: append: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`,
-		idxs, tree); err != nil {
-		return fmt.Errorf("audit: append tree hashes: %w", err)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/wormvault/wormvault/internal/approval"
+	"github.com/wormvault/wormvault/internal/audit"
 	"github.com/wormvault/wormvault/internal/chunk"
 )
 
@@ -126,50 +127,17 @@ func (t DeletionTargets) canonical(maxList int) (string, error) {
 	return b.String(), nil
 }
 
-// parseTargets reads back a canonical target text.
+// parseTargets reads back a canonical target text, with the shared rules
+// (audit.ParseTargets) that the executor's and the auditor's replay use.
 func parseTargets(text string) (DeletionTargets, error) {
-	var t DeletionTargets
-	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
-	if len(lines) < 2 || lines[0] != "wormvault-deletion-targets v1" {
-		return t, fmt.Errorf("store: bad deletion targets header")
+	at, err := audit.ParseTargets(text)
+	if err != nil {
+		return DeletionTargets{}, fmt.Errorf("store: deletion targets: %w", err)
 	}
-	for _, l := range lines[1:] {
-		k, v, ok := strings.Cut(l, ": ")
-		if !ok {
-			return t, fmt.Errorf("store: bad deletion targets line %q", l)
-		}
-		var err error
-		switch k {
-		case "kind":
-			t.Kind = v
-		case "chunk":
-			var h chunk.Hash
-			h, err = chunk.ParseHash(v)
-			t.Chunks = append(t.Chunks, h)
-		case "snapshot":
-			var id int64
-			id, err = strconv.ParseInt(v, 10, 64)
-			t.Snapshots = append(t.Snapshots, id)
-		case "before":
-			t.Before, err = time.Parse(time.RFC3339Nano, v)
-		case "source":
-			if v != "*" {
-				t.Source = v
-			}
-		case "hold":
-			t.Hold, err = strconv.ParseInt(v, 10, 64)
-		default:
-			if t.Change == nil {
-				t.Change = &AdminChange{}
-			}
-			var known bool
-			if known, err = t.Change.parseLine(k, v); err == nil && !known {
-				err = fmt.Errorf("unknown key %q", k)
-			}
-		}
-		if err != nil {
-			return t, fmt.Errorf("store: deletion targets: %w", err)
-		}
+	t := DeletionTargets{Kind: at.Kind, Chunks: at.Chunks, Snapshots: at.Snapshots, Before: at.Before,
+		Source: at.Source, Hold: at.Hold}
+	if c := at.Change; c != nil {
+		t.Change = &AdminChange{Op: c.Op, Name: c.Name, Key: c.Key, Policy: policyOf(c.Policy)}
 	}
 	return t, nil
 }
