@@ -353,6 +353,9 @@ func (j *Journal) Append(dbHead int64, dbHeadPayload []byte, recs []Record) erro
 		return fmt.Errorf("journal: append: %w", err)
 	}
 	if err := unix.Fdatasync(int(j.active.Fd())); err != nil {
+		// Not durable, so never committed: cut the records off, so that
+		// the next append's positions are where its bytes land.
+		j.active.Truncate(start)
 		return fmt.Errorf("journal: append: fdatasync: %w", err)
 	}
 	j.size += int64(len(b))
