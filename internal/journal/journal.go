@@ -298,13 +298,6 @@ func (j *Journal) Head() int64 {
 	return int64(len(j.pos))
 }
 
-// Confirmed returns the highest seq known to be committed in the index.
-func (j *Journal) Confirmed() int64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.confirmed
-}
-
 // Append durably appends recs, which must be consecutive, as the entries
 // following the database's last entry dbHead, whose payload is
 // dbHeadPayload (nil when dbHead is 0). It returns once they are fsynced.

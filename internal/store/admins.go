@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -300,30 +299,20 @@ type AdminChange struct {
 	Policy Policy       // policy
 }
 
-func (c *AdminChange) canonical(b *strings.Builder) error {
+// check refuses a change the canonical text cannot hold, naming the field.
+func (c *AdminChange) check() error {
 	if c == nil {
 		return invalid("change", "is required")
 	}
-	b.WriteString("op: " + c.Op + "\n")
 	switch c.Op {
 	case AdminAdd, AdminRotate, AdminRemove:
 		if !approval.ValidName(c.Name) {
 			return invalid("admin", "is not an admin name (lowercase letters, digits, . _ -)")
 		}
-		b.WriteString("admin: " + c.Name + "\n")
-		if c.Op == AdminRemove {
-			return nil
-		}
-		if c.Key.Kind != approval.KindRaw && c.Key.Kind != approval.KindSSH {
+		if c.Op != AdminRemove && c.Key.Kind != approval.KindRaw && c.Key.Kind != approval.KindSSH {
 			return invalid("key", "is required")
 		}
-		b.WriteString("key: " + c.Key.String() + "\n")
 	case AdminPolicy:
-		p := c.Policy
-		b.WriteString("approvals: " + strconv.Itoa(p.ApprovalsRequired) + "\n")
-		b.WriteString("delay: " + time.Duration(p.Delay).String() + "\n")
-		b.WriteString("governance-approvals: " + strconv.Itoa(p.GovernanceApprovals) + "\n")
-		b.WriteString("governance-delay: " + time.Duration(p.GovernanceDelay).String() + "\n")
 	default:
 		return invalid("op", "must be add, remove, rotate or policy")
 	}

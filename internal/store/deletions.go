@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -70,61 +69,61 @@ type DeletionTargets struct {
 
 // canonical returns the frozen text that approvers approve: a header line,
 // the kind, then the targets one per line in a fixed order. Two requests
-// with the same text delete the same things.
+// with the same text delete the same things. The input is checked here,
+// field by field, for the caller's errors; the text is the shared rules'
+// (audit.Targets.Canonical), the one the executor and the auditor parse.
 func (t DeletionTargets) canonical(maxList int) (string, error) {
-	var b strings.Builder
-	b.WriteString("wormvault-deletion-targets v1\n")
-	b.WriteString("kind: " + t.Kind + "\n")
+	if err := t.check(maxList); err != nil {
+		return "", err
+	}
+	text, err := t.audit().Canonical()
+	if err != nil {
+		return "", invalid("targets", "%v", err)
+	}
+	return text, nil
+}
+
+// check refuses targets the canonical text cannot hold, naming the field.
+func (t DeletionTargets) check(maxList int) error {
 	switch t.Kind {
 	case DeleteChunks:
 		if len(t.Chunks) == 0 || len(t.Chunks) > maxList {
-			return "", invalid("chunks", "between 1 and %d chunks", maxList)
-		}
-		hs := make([]string, len(t.Chunks))
-		for i, h := range t.Chunks {
-			hs[i] = h.String()
-		}
-		slices.Sort(hs)
-		for _, h := range slices.Compact(hs) {
-			b.WriteString("chunk: " + h + "\n")
+			return invalid("chunks", "between 1 and %d chunks", maxList)
 		}
 	case DeleteSnapshots:
 		if len(t.Snapshots) == 0 || len(t.Snapshots) > maxList {
-			return "", invalid("snapshots", "between 1 and %d snapshots", maxList)
+			return invalid("snapshots", "between 1 and %d snapshots", maxList)
 		}
-		ids := slices.Clone(t.Snapshots)
-		slices.Sort(ids)
-		for _, id := range slices.Compact(ids) {
-			if id <= 0 {
-				return "", invalid("snapshots", "snapshot ids are positive")
-			}
-			b.WriteString("snapshot: " + strconv.FormatInt(id, 10) + "\n")
+		if slices.Min(t.Snapshots) <= 0 {
+			return invalid("snapshots", "snapshot ids are positive")
 		}
 	case DeleteExpired:
 		if t.Before.IsZero() {
-			return "", invalid("before", "is required")
+			return invalid("before", "is required")
 		}
-		b.WriteString("before: " + t.Before.UTC().Format(time.RFC3339Nano) + "\n")
-		src := t.Source
-		if src == "" {
-			src = "*"
-		} else if strings.ContainsAny(src, "\n*") {
-			return "", invalid("source", "must not contain newlines or *")
+		if strings.ContainsAny(t.Source, "\n*") {
+			return invalid("source", "must not contain newlines or *")
 		}
-		b.WriteString("source: " + src + "\n")
 	case DeleteHoldRelease:
 		if t.Hold <= 0 {
-			return "", invalid("hold", "is required")
+			return invalid("hold", "is required")
 		}
-		b.WriteString("hold: " + strconv.FormatInt(t.Hold, 10) + "\n")
 	case DeleteAdminSet:
-		if err := t.Change.canonical(&b); err != nil {
-			return "", err
-		}
+		return t.Change.check()
 	default:
-		return "", invalid("kind", "must be chunks, snapshots, expired, hold_release or admin_set")
+		return invalid("kind", "must be chunks, snapshots, expired, hold_release or admin_set")
 	}
-	return b.String(), nil
+	return nil
+}
+
+// audit returns the targets as the shared rules spell them.
+func (t DeletionTargets) audit() audit.Targets {
+	at := audit.Targets{Kind: t.Kind, Chunks: t.Chunks, Snapshots: t.Snapshots, Before: t.Before, Source: t.Source, Hold: t.Hold}
+	if t.Change != nil {
+		c := t.Change.audit()
+		at.Change = &c
+	}
+	return at
 }
 
 // parseTargets reads back a canonical target text, with the shared rules

@@ -137,12 +137,18 @@ func (d signedDetails) value() ([]byte, error) {
 	return b, nil
 }
 
-func (r *reindexer) deletionSign(ctx context.Context, tx pgx.Tx, e audit.Entry) error {
+// decodeSigned reads a signed action's details and its signature.
+func decodeSigned(e audit.Entry) (signedDetails, []byte, error) {
 	var d signedDetails
 	if err := decode(e, &d); err != nil {
-		return err
+		return d, nil, err
 	}
 	sig, err := d.value()
+	return d, sig, err
+}
+
+func (r *reindexer) deletionSign(ctx context.Context, tx pgx.Tx, e audit.Entry) error {
+	d, sig, err := decodeSigned(e)
 	if err != nil {
 		return err
 	}
@@ -152,11 +158,7 @@ func (r *reindexer) deletionSign(ctx context.Context, tx pgx.Tx, e audit.Entry) 
 }
 
 func (r *reindexer) deletionApprove(ctx context.Context, tx pgx.Tx, e audit.Entry) error {
-	var d signedDetails
-	if err := decode(e, &d); err != nil {
-		return err
-	}
-	sig, err := d.value()
+	d, sig, err := decodeSigned(e)
 	if err != nil {
 		return err
 	}
@@ -179,11 +181,7 @@ func (r *reindexer) deletionSchedule(ctx context.Context, tx pgx.Tx, e audit.Ent
 }
 
 func (r *reindexer) deletionCancel(ctx context.Context, tx pgx.Tx, e audit.Entry) error {
-	var d signedDetails
-	if err := decode(e, &d); err != nil {
-		return err
-	}
-	sig, err := d.value()
+	d, sig, err := decodeSigned(e)
 	if err != nil {
 		return err
 	}
