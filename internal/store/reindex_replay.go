@@ -447,45 +447,17 @@ func (r *reindexer) snapshotCommit(ctx context.Context, tx pgx.Tx, e audit.Entry
 // manifests it found and which manifests it could not read. A manifest
 // whose content is missing or damaged is not descended into.
 func (r *reindexer) snapshotRefs(ctx context.Context, tx pgx.Tx, id int64, root chunk.Hash, until time.Time) (int64, int, []chunk.Hash, error) {
-	if _, err := tx.Exec(ctx, createRefsSQL); err != nil {
-		return 0, 0, nil, err
-	}
 	var unreadable []chunk.Hash
-	batch := make([]chunk.Hash, 0, r.s.opts.RetentionBatch)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"snapshot_refs"}, []string{"hash"},
-			pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) { return []any{batch[i][:]}, nil }))
-		batch = batch[:0]
-		return err
-	}
-	w := newWalker(func(ctx context.Context, h chunk.Hash) (manifest.Manifest, bool, error) {
+	w, err := r.s.loadRefs(ctx, tx, root, func(ctx context.Context, h chunk.Hash) (manifest.Manifest, bool, error) {
 		m, found, err := r.readManifest(ctx, tx, h)
 		if errors.Is(err, errUnreadable) {
 			unreadable = append(unreadable, h)
 			return manifest.Manifest{}, false, nil
 		}
 		return m, found, err
-	}, r.s.opts.MaxManifestDepth, r.s.opts.MaxManifests)
-	err := w.walk(ctx, root, func(h chunk.Hash) error {
-		batch = append(batch, h)
-		if len(batch) == cap(batch) {
-			return flush()
-		}
-		return nil
 	})
-	if err == nil {
-		err = flush()
-	}
 	if err != nil {
 		return 0, 0, nil, err
-	}
-	for _, q := range []string{createSetSQL, fillSetSQL, dropRefsSQL} {
-		if _, err := tx.Exec(ctx, q); err != nil {
-			return 0, 0, nil, err
-		}
 	}
 	var refs int64
 	err = r.s.forEachHashBatch(ctx, tx, setBatchSQL, pgx.NamedArgs{}, func(keys [][]byte) error {

@@ -249,7 +249,7 @@ func (s *Store) commitSnapshot(ctx context.Context, tx pgx.Tx, actor string, now
 		return CommitResult{}, fmt.Errorf("store: snapshot %q of source %q already exists: %w", ns.Name, ns.Source, ErrConflict)
 	}
 	t := time.Now()
-	w, err := s.loadRefs(ctx, tx, ns.ManifestRoot)
+	w, err := s.loadRefs(ctx, tx, ns.ManifestRoot, nil)
 	if err != nil {
 		return CommitResult{}, err
 	}
@@ -316,8 +316,15 @@ func (s *Store) commitSnapshot(ctx context.Context, tx pgx.Tx, actor string, now
 }
 
 // loadRefs walks the manifest tree into the temporary table snapshot_set:
-// every referenced hash once, in a primary key.
-func (s *Store) loadRefs(ctx context.Context, tx pgx.Tx, root chunk.Hash) (*walker, error) {
+// every referenced hash once, in a primary key. It reads manifests with
+// read, or the store's readManifest when read is nil (the rebuild passes
+// one that steps over unreadable manifests).
+func (s *Store) loadRefs(ctx context.Context, tx pgx.Tx, root chunk.Hash, read readManifestFunc) (*walker, error) {
+	if read == nil {
+		read = func(ctx context.Context, h chunk.Hash) (manifest.Manifest, bool, error) {
+			return s.readManifest(ctx, tx, h)
+		}
+	}
 	if _, err := tx.Exec(ctx, createRefsSQL); err != nil {
 		return nil, sqlErr("create reference table", err)
 	}
@@ -331,9 +338,7 @@ func (s *Store) loadRefs(ctx context.Context, tx pgx.Tx, root chunk.Hash) (*walk
 		batch = batch[:0]
 		return sqlErr("copy references", err)
 	}
-	w := newWalker(func(ctx context.Context, h chunk.Hash) (manifest.Manifest, bool, error) {
-		return s.readManifest(ctx, tx, h)
-	}, s.opts.MaxManifestDepth, s.opts.MaxManifests)
+	w := newWalker(read, s.opts.MaxManifestDepth, s.opts.MaxManifests)
 	err := w.walk(ctx, root, func(h chunk.Hash) error {
 		batch = append(batch, h)
 		if len(batch) == cap(batch) {
