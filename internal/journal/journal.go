@@ -89,6 +89,9 @@ type Journal struct {
 	// (seen there by an append or a checkpoint): entries up to it can no
 	// longer be replaced.
 	confirmed int64
+	// last caches the payload of the entry an append last wrote, which
+	// the next append compares with the database's head.
+	last Record
 }
 
 // Open opens (creating if needed) the journal in dir, checks every
@@ -352,6 +355,7 @@ func (j *Journal) Append(dbHead int64, dbHeadPayload []byte, recs []Record) erro
 		return fmt.Errorf("journal: append: fdatasync: %w", err)
 	}
 	j.size += int64(len(b))
+	j.last = Record{Seq: recs[len(recs)-1].Seq, Payload: slices.Clone(recs[len(recs)-1].Payload)}
 	seg := len(j.segs) - 1
 	off := start
 	for _, r := range recs {
@@ -376,9 +380,12 @@ func (j *Journal) checkHead(dbHead int64, dbHeadPayload []byte) error {
 	case dbHead == 0:
 		return nil
 	}
-	p, err := j.payload(dbHead)
-	if err != nil {
-		return err
+	p := j.last.Payload
+	if j.last.Seq != dbHead {
+		var err error
+		if p, err = j.payload(dbHead); err != nil {
+			return err
+		}
 	}
 	if string(p) != string(dbHeadPayload) {
 		return fmt.Errorf("%w: entry %d differs between the database and the journal", ErrDiverged, dbHead)

@@ -82,29 +82,43 @@ func (s *Store) appendAuditBatch(ctx context.Context, tx pgx.Tx, recs []auditRec
 	if err != nil {
 		return 0, err
 	}
+	var b pgx.Batch
+	if err := s.queueAudit(ctx, tx, &b, head, recs); err != nil {
+		return 0, err
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return 0, fmt.Errorf("audit: append: %w", err)
+	}
+	return head.seq + 1, nil
+}
+
+// queueAudit journals recs as the entries after head and queues their
+// rows in b, which the caller sends in the transaction that holds the
+// append lock (taken with head), with statements of its own: an append
+// costs the journal's fsync and no round trip of its own.
+func (s *Store) queueAudit(ctx context.Context, tx pgx.Tx, b *pgx.Batch, head auditHead, recs []auditRecord) error {
 	payloads := make([][]byte, len(recs))
 	for i, r := range recs {
 		seq := head.seq + 1 + int64(i)
+		var err error
 		if payloads[i], err = json.Marshal(auditPayload{Seq: seq, At: r.at.UTC(), Actor: r.actor, Action: r.action, Details: r.details}); err != nil {
-			return 0, fmt.Errorf("audit: encode: %w", err)
+			return fmt.Errorf("audit: encode: %w", err)
 		}
 	}
 	if err := s.journalAppend(ctx, head.seq, head.payload, payloads); err != nil {
-		return 0, err
+		return err
 	}
 	var tree []tlog.Hash
 	if j := s.opts.Journal; j != nil {
 		// The journal's tree is the database's (CheckJournal compared
 		// their roots at start, and every append compares the last
 		// entry): its stored hashes need no reading back.
+		var err error
 		if tree, err = j.StoredHashes(head.seq+1, head.seq+int64(len(payloads))); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	if err := writeEntriesTree(ctx, tx, head, payloads, tree); err != nil {
-		return 0, err
-	}
-	return head.seq + 1, nil
+	return queueEntries(ctx, tx, b, head, payloads, tree)
 }
 
 // auditHead is the log's last entry, read under the append lock.
@@ -116,27 +130,46 @@ type auditHead struct {
 
 // lockAuditHead takes the append lock for tx and reads the last entry.
 func lockAuditHead(ctx context.Context, tx pgx.Tx) (auditHead, error) {
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", auditLock); err != nil {
-		return auditHead{}, fmt.Errorf("audit: lock: %w", err)
-	}
-	h := auditHead{hash: make([]byte, sha256.Size)}
-	err := tx.QueryRow(ctx, "SELECT seq, hash, payload FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&h.seq, &h.hash, &h.payload)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return auditHead{}, fmt.Errorf("audit: last entry: %w", err)
+	var h auditHead
+	var b pgx.Batch
+	queueLockHead(&b, &h)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return auditHead{}, fmt.Errorf("audit: lock and read the last entry: %w", err)
 	}
 	return h, nil
+}
+
+// queueLockHead queues in b taking the append lock and then reading the
+// last entry into h. The read is a statement of its own, so under READ
+// COMMITTED it sees every append committed before the lock was granted.
+func queueLockHead(b *pgx.Batch, h *auditHead) {
+	h.hash = make([]byte, sha256.Size)
+	b.Queue("SELECT pg_advisory_xact_lock($1)", auditLock)
+	b.Queue("SELECT seq, hash, payload FROM audit_log ORDER BY seq DESC LIMIT 1").QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&h.seq, &h.hash, &h.payload); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		return nil
+	})
 }
 
 // writeEntries inserts payloads as the entries after head, with their
 // Merkle tree hashes and hash-chain links. The caller holds the lock.
 func writeEntries(ctx context.Context, tx pgx.Tx, head auditHead, payloads [][]byte) error {
-	return writeEntriesTree(ctx, tx, head, payloads, nil)
+	var b pgx.Batch
+	if err := queueEntries(ctx, tx, &b, head, payloads, nil); err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("audit: append: %w", err)
+	}
+	return nil
 }
 
-// writeEntriesTree is writeEntries with the entries' stored tree hashes
-// already computed (from the journal), or nil to compute them from the
-// database's tree.
-func writeEntriesTree(ctx context.Context, tx pgx.Tx, head auditHead, payloads [][]byte, known []tlog.Hash) error {
+// queueEntries queues in b the inserts of writeEntries. known is the
+// entries' stored tree hashes already computed (from the journal), or nil
+// to compute them from the database's tree, read through tx.
+func queueEntries(ctx context.Context, tx pgx.Tx, b *pgx.Batch, head auditHead, payloads [][]byte, known []tlog.Hash) error {
 	var hr *txHashReader
 	if known == nil {
 		hr = newTxHashReader(ctx, tx)
@@ -179,17 +212,12 @@ func writeEntriesTree(ctx context.Context, tx pgx.Tx, head auditHead, payloads [
 		prevs[i], hashes[i] = prev, auditHash(prev, texts[i])
 		prev = hashes[i]
 	}
-	// One round trip for both.
-	var b pgx.Batch
 	b.Queue(`INSERT INTO audit_log (seq, at, actor, action, payload, prev_hash, hash)
 		SELECT * FROM unnest(@seq::bigint[], @at::timestamptz[], @actor::text[], @action::text[], @payload::text[],
 			@prev::bytea[], @hash::bytea[])`, pgx.NamedArgs{
 		"seq": seqs, "at": ats, "actor": actors, "action": actions, "payload": texts, "prev": prevs, "hash": hashes,
 	})
 	b.Queue(`INSERT INTO audit_hashes (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, idxs, tree)
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("audit: append: %w", err)
-	}
 	return nil
 }
 

@@ -61,6 +61,27 @@ func (s *Store) logChunkCommits(ctx context.Context, tx pgx.Tx, now time.Time, r
 	if len(rows) == 0 {
 		return nil
 	}
+	head, err := lockAuditHead(ctx, tx)
+	if err != nil {
+		return err
+	}
+	var b pgx.Batch
+	if err := s.queueChunkCommits(ctx, tx, &b, head, now, rows); err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("audit: log chunk commits: %w", err)
+	}
+	return nil
+}
+
+// queueChunkCommits is logChunkCommits for a caller that holds the append
+// lock (head was read under it): the entries are journaled, and their
+// rows and links queued in b.
+func (s *Store) queueChunkCommits(ctx context.Context, tx pgx.Tx, b *pgx.Batch, head auditHead, now time.Time, rows []chunkRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
 	recs := make([]auditRecord, len(rows))
 	for i, c := range rows {
 		d := audit.ChunkCommit{
@@ -72,18 +93,15 @@ func (s *Store) logChunkCommits(ctx context.Context, tx pgx.Tx, now time.Time, r
 		}
 		recs[i] = auditRecord{at: now, actor: c.UploadedBy, action: audit.ActionChunkCommit, details: d}
 	}
-	first, err := s.appendAuditBatch(ctx, tx, recs)
-	if err != nil {
+	if err := s.queueAudit(ctx, tx, b, head, recs); err != nil {
 		return err
 	}
 	seqs, hashes, leaves := make([]int64, len(rows)), make([][]byte, len(rows)), make([]int64, len(rows))
 	for i, c := range rows {
-		seqs[i], hashes[i], leaves[i] = c.Seq, c.Hash, first-1+int64(i)
+		seqs[i], hashes[i], leaves[i] = c.Seq, c.Hash, head.seq+int64(i) // leaf index = seq - 1
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_chunks (chunk_seq, hash, leaf)
-		SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[])`, seqs, hashes, leaves); err != nil {
-		return fmt.Errorf("audit: link chunk entries: %w", err)
-	}
+	b.Queue(`INSERT INTO audit_chunks (chunk_seq, hash, leaf)
+		SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[])`, seqs, hashes, leaves)
 	return nil
 }
 

@@ -26,10 +26,20 @@ import (
 // 2). A group is whatever arrived while the previous one was being written:
 // under load groups grow by themselves, and a lone agent never waits for a
 // timer.
+//
+// The indexer's transaction costs more than the packer's fsync (it also
+// journals and logs each chunk: see logChunkCommits), so the packer runs
+// ahead and the indexer takes every group waiting for it into one
+// transaction: its fixed costs (the audit lock, the journal's fsync, the
+// commit) are shared by all of them.
 
 const (
 	maxGroupCount = 1024
 	maxGroupBytes = 8 << 20
+	// groupsAhead is how many packed groups may wait for the indexer.
+	groupsAhead = 8
+	// maxIndexCount bounds the chunks one index transaction takes.
+	maxIndexCount = 4096
 )
 
 type commitItem struct {
@@ -53,7 +63,7 @@ type commitResult struct {
 
 type group struct {
 	items  []*commitItem
-	sealed int64 // a pack this group filled and sealed, or 0
+	sealed []int64 // packs these items filled and sealed
 }
 
 type committer struct {
@@ -72,7 +82,7 @@ func newCommitter(s *Store, packs *pack.Packs) *committer {
 		s:      s,
 		packs:  packs,
 		in:     make(chan *commitItem, maxGroupCount),
-		groups: make(chan group, 1),
+		groups: make(chan group, groupsAhead),
 	}
 	c.wg.Add(2)
 	go c.packer()
@@ -147,7 +157,11 @@ func (c *committer) packer() {
 				break drain
 			}
 		}
-		c.groups <- group{items: items, sealed: c.append(items)}
+		g := group{items: items}
+		if p := c.append(items); p != 0 {
+			g.sealed = []int64{p}
+		}
+		c.groups <- g
 	}
 }
 
@@ -235,6 +249,7 @@ func (c *committer) indexer() {
 	// next start-up reconcile to scan, never marked indexed.
 	dirty := make(map[int64]bool)
 	for g := range c.groups {
+		g = c.gather(g)
 		rows, err := c.insert(g, dirty)
 		if err != nil {
 			for _, it := range g.items {
@@ -262,6 +277,24 @@ func (c *committer) indexer() {
 			}
 		}
 	}
+}
+
+// gather adds to g every packed group already waiting, up to
+// maxIndexCount chunks, so that one transaction indexes them all.
+func (c *committer) gather(g group) group {
+	for len(g.items) < maxIndexCount {
+		select {
+		case next, ok := <-c.groups:
+			if !ok {
+				return g
+			}
+			g.items = append(g.items, next.items...)
+			g.sealed = append(g.sealed, next.sealed...)
+		default:
+			return g
+		}
+	}
+	return g
 }
 
 // insert commits the rows of every item that has its bytes durable, in one
@@ -295,40 +328,59 @@ func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkR
 			offs = append(offs, nil)
 		}
 	}
-	if len(hashes) == 0 && g.sealed == 0 {
+	var sealed []int64
+	for _, p := range g.sealed {
+		if !dirty[p] {
+			sealed = append(sealed, p)
+		}
+	}
+	if len(hashes) == 0 && len(sealed) == 0 {
 		return nil, nil
 	}
 	created := make(map[chunk.Hash]chunkRow, len(hashes))
 	ctx := context.Background() // the group outlives any one request
-	markSealed := g.sealed != 0 && !dirty[g.sealed]
 	now := c.s.clk.Now()
-	// One transaction: the rows, their chunk.commit entries (journaled
-	// before the commit) and, if the group sealed a pack, its mark.
+	// One transaction, in two round trips around the journal's fsync:
+	// the audit lock and the rows; then their chunk.commit entries
+	// (journaled before they are sent) and the marks of the packs the
+	// groups sealed.
 	err := pgx.BeginFunc(ctx, c.s.pool, func(tx pgx.Tx) error {
+		var (
+			head     auditHead
+			inserted []chunkRow
+			b        pgx.Batch
+		)
+		queueLockHead(&b, &head)
 		if len(hashes) > 0 {
-			rows, _ := tx.Query(ctx, insertChunksSQL, pgx.NamedArgs{
+			b.Queue(insertChunksSQL, pgx.NamedArgs{
 				"hashes": hashes, "sizes": sizes, "stored": stored, "until": until,
 				"by": by, "pack": packIDs, "off": offs,
+			}).Query(func(rows pgx.Rows) error {
+				var err error
+				inserted, err = pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
+				return err
 			})
-			inserted, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
-			if err != nil {
-				return err
-			}
-			if err := c.s.logChunkCommits(ctx, tx, now, inserted); err != nil {
-				return err
-			}
-			for _, r := range inserted {
-				h, _ := chunk.FromBytes(r.Hash)
-				created[h] = r
-			}
 		}
-		if !markSealed {
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return err
+		}
+		b = pgx.Batch{}
+		if err := c.s.queueChunkCommits(ctx, tx, &b, head, now, inserted); err != nil {
+			return err
+		}
+		for _, r := range inserted {
+			h, _ := chunk.FromBytes(r.Hash)
+			created[h] = r
+		}
+		if len(sealed) > 0 {
+			// Every group that went into these packs is now indexed.
+			b.Queue(`INSERT INTO packs_indexed (pack_id, indexed_at)
+				SELECT unnest($1::bigint[]), $2 ON CONFLICT DO NOTHING`, sealed, now)
+		}
+		if b.Len() == 0 {
 			return nil
 		}
-		// Every group that went into this pack is now indexed.
-		_, err := tx.Exec(ctx, "INSERT INTO packs_indexed (pack_id, indexed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-			g.sealed, now)
-		return err
+		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
 		return nil, dbErr("commit group", err)
