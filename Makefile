@@ -8,7 +8,7 @@ GO      ?= go
 BIN     := bin/vault
 DEVDIR  := .devdb
 
-.PHONY: build run test bench db db-stop vet fmt clean
+.PHONY: build run test bench fuzz db db-stop vet fmt clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vault
@@ -32,6 +32,11 @@ bench: build
 	@if [ -z "$${VAULT_DATABASE_URL:-}" ]; then eval "$$(scripts/devdb.sh start | sed 's/^/export /')"; \
 	  export VAULT_DATABASE_URL="$$VAULT_TEST_DATABASE_URL"; fi; \
 	./$(BIN) bench --out docs/benchmarks.md $(BENCHFLAGS)
+
+# Fuzz every parser of untrusted input longer than make test does, e.g.
+# make fuzz FUZZTIME=5m.
+fuzz:
+	@FUZZTIME=$${FUZZTIME:-1m} scripts/fuzz.sh
 
 db:
 	@scripts/devdb.sh start
