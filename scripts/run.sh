@@ -25,7 +25,7 @@ if [ ! -f "$VAULT_DATA_DIR/vault.json" ]; then
   for a in alice bob carol; do
     [ -f "$admins/$a.key" ] || "$vault" admin keygen --out "$admins/$a.key" >/dev/null 2>&1
   done
-  "$vault" init --data-dir "$VAULT_DATA_DIR" --dev --deletion-delay 1m --governance-delay 2m \
+  "$vault" init --data-dir "$VAULT_DATA_DIR" --dev --deletion-delay "${VAULT_DELETION_DELAY:-1m}" --governance-delay 2m \
     --admin alice="$admins/alice.key.pub" --admin bob="$admins/bob.key.pub" --admin carol="$admins/carol.key.pub"
 fi
 VAULT_OWNER_DATABASE_URL=$owner_url "$vault" migrate >/dev/null 2>&1 || VAULT_OWNER_DATABASE_URL=$owner_url "$vault" migrate

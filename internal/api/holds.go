@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -128,25 +129,19 @@ func (h *handler) getHold(w http.ResponseWriter, r *http.Request) {
 // releaseHold asks for a hold's release, which is a deletion request of
 // kind hold_release (202: it takes effect only once approved, after the
 // delay). An optional JSON body gives the reason.
+// releaseHold refuses: releasing a legal hold is destructive, so it is a
+// deletion request signed by an admin's own key (which a bearer token
+// cannot make) and approved by others. The message names the command.
 func (h *handler) releaseHold(w http.ResponseWriter, r *http.Request) {
 	id, err := idParam(r)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	var req struct {
-		Reason string `json:"reason"`
-	}
-	if r.ContentLength != 0 {
-		if err := readJSON(w, r, 8<<10, &req); err != nil {
-			h.writeError(w, r, err)
-			return
-		}
-	}
-	d, err := h.store.ReleaseHold(r.Context(), principal(r).Subject, id, req.Reason)
-	if err != nil {
+	if _, err := h.store.GetHold(r.Context(), id); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, d)
+	h.writeError(w, r, fmt.Errorf("release hold %d: %w: ask for it with `vault admin deletions request --hold %d --reason TEXT --key YOUR.key`",
+		id, store.ErrRequiresApproval, id))
 }

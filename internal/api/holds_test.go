@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,16 +85,16 @@ func TestHolds(t *testing.T) {
 		t.Errorf("held snapshot = %+v", snap)
 	}
 
-	// Release is a deletion request of kind hold_release: accepted, and
-	// nothing changes until it is approved and executed.
+	// A plain DELETE cannot release a hold: that takes a signed deletion
+	// request. It is refused naming the command, and nothing is created.
+	unchanged := ts.vaultState(t)
 	resp = ts.do(t, http.MethodDelete, fmt.Sprintf("/v1/holds/%d", hc.ID), admin, nil, nil)
-	var rel struct {
-		Kind  string `json:"kind"`
-		State string `json:"state"`
+	body := wantError(t, resp, http.StatusConflict, "requires_approval")
+	if !strings.Contains(body, fmt.Sprintf("--hold %d", hc.ID)) {
+		t.Errorf("DELETE hold: message %q does not name the deletions request command", body)
 	}
-	decodeJSON(t, resp, &rel)
-	if resp.StatusCode != http.StatusAccepted || rel.Kind != "hold_release" || rel.State != "requested" {
-		t.Errorf("DELETE hold: %d %+v, want 202 and a requested hold_release", resp.StatusCode, rel)
+	if after := ts.vaultState(t); after != unchanged {
+		t.Errorf("DELETE hold changed the vault:\nbefore %s\nafter  %s", unchanged, after)
 	}
 	before := ts.vaultState(t)
 	wantError(t, ts.do(t, http.MethodDelete, "/v1/holds/999", admin, nil, nil), http.StatusNotFound, "not_found")

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"net/http"
 	"net/url"
 	"strconv"
 	"time"
@@ -185,17 +184,6 @@ func (c *Client) Hold(ctx context.Context, id int64) (HoldDetail, error) {
 	var out HoldDetail
 	err := c.getJSON(ctx, "/v1/holds/"+strconv.FormatInt(id, 10), nil, &out)
 	return out, err
-}
-
-// ReleaseHold asks to release a hold: the vault answers with a deletion
-// request of kind hold_release, which other admins must approve; it returns
-// the request's id.
-func (c *Client) ReleaseHold(ctx context.Context, id int64) (int64, error) {
-	var out struct {
-		ID int64 `json:"id"`
-	}
-	err := c.do(ctx, http.MethodDelete, "/v1/holds/"+strconv.FormatInt(id, 10), nil, nil, nil, &out)
-	return out.ID, err
 }
 
 // Retention.

@@ -322,19 +322,3 @@ func (s *Store) GetHold(ctx context.Context, id int64) (HoldDetail, error) {
 	})
 	return d, err
 }
-
-// ReleaseHold asks for a hold to be released. Releasing one is a
-// destructive action, so it is a deletion request of kind hold_release: it
-// needs the same quorum of other admins and the same delay, and any admin
-// can cancel it. The hold stays in force until the request executes. It
-// returns ErrNotFound for an unknown hold and ErrConflict for one already
-// released.
-func (s *Store) ReleaseHold(ctx context.Context, actor string, id int64, reason string) (Deletion, error) {
-	if _, err := s.GetHold(ctx, id); err != nil {
-		return Deletion{}, err
-	}
-	if strings.TrimSpace(reason) == "" {
-		reason = fmt.Sprintf("release of legal hold %d", id)
-	}
-	return s.RequestDeletion(ctx, actor, DeletionTargets{Kind: DeleteHoldRelease, Hold: id}, reason)
-}

@@ -86,17 +86,17 @@ func TestPlaceHold(t *testing.T) {
 		t.Errorf("hold.place audit actors = %v", placed)
 	}
 
-	// Release becomes a deletion request: the hold stays in force until an
+	// Release is a deletion request: the hold stays in force until an
 	// approved request executes (see deletions_test.go).
-	d, err := ts.ReleaseHold(ctx, "admin-1", h1.ID, "")
+	d, err := ts.RequestDeletion(ctx, "admin-1", store.DeletionTargets{Kind: store.DeleteHoldRelease, Hold: h1.ID}, "case closed")
 	if err != nil || d.Kind != store.DeleteHoldRelease || d.State != store.StateRequested {
-		t.Errorf("ReleaseHold = %+v, %v; want a requested hold_release", d, err)
+		t.Errorf("hold release request = %+v, %v; want a requested hold_release", d, err)
 	}
 	if got, err := ts.GetHold(ctx, h1.ID); err != nil || got.ReleasedAt != nil {
 		t.Errorf("hold after release request = %+v, %v; want still in force", got, err)
 	}
-	if _, err := ts.ReleaseHold(ctx, "admin-1", 99, ""); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("ReleaseHold(99) err = %v, want ErrNotFound", err)
+	if _, err := ts.RequestDeletion(ctx, "admin-1", store.DeletionTargets{Kind: store.DeleteHoldRelease, Hold: 99}, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("release of unknown hold 99: err = %v, want ErrNotFound", err)
 	}
 }
 

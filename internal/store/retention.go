@@ -279,8 +279,8 @@ type RetentionSummary struct {
 	Expired Count
 	// Held counts distinct chunks under at least one active hold.
 	Held Count
-	// PendingDeletion counts chunks in approved, scheduled deletions: zero
-	// until deletion requests exist.
+	// PendingDeletion is meant to count chunks in approved, scheduled
+	// deletions. It is not computed yet and is always zero (documented).
 	PendingDeletion Count
 	Snapshots       SnapshotCounts
 	ActiveHolds     int64
