@@ -6,12 +6,14 @@
 
 GO      ?= go
 BIN     := bin/vault
+# The version stamped into the binary (`vault version`).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DEVDIR  := .devdb
 
 .PHONY: build run test bench fuzz db db-stop vet fmt clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/vault
+	$(GO) build -ldflags "-X main.stampedVersion=$(VERSION)" -o $(BIN) ./cmd/vault
 
 # Start the dev database, initialise a dev vault once, print tokens and a
 # curl example, and serve on 127.0.0.1:8420.

@@ -9,22 +9,28 @@ if [ -z "${VAULT_TEST_DATABASE_URL:-}" ]; then
   eval "$(scripts/devdb.sh start | sed 's/^/export /')"
 fi
 export VAULT_TEST_DATABASE_URL VAULT_TEST_RUNTIME_URL
-# The restic integration tests run the real client (Debian's restic
-# package): install it as root when missing, as devdb.sh does PostgreSQL.
-# Without it they fail, unless VAULT_SKIP_RESTIC=1 (developers only; never CI).
-if ! command -v restic >/dev/null 2>&1; then
-  if [ "${VAULT_SKIP_RESTIC:-}" = 1 ]; then
-    echo "test.sh: WARNING: VAULT_SKIP_RESTIC=1 and restic is not installed: the restic client tests are SKIPPED" >&2
+# Two tests drive real Debian tools: the restic integration tests run the
+# restic client, and TestComposeFileIsValidAndLeastPrivileged validates
+# docker-compose.yml with docker-compose (no Docker daemon needed). Install
+# them as root when missing, as devdb.sh does PostgreSQL. Without them those
+# tests fail, unless VAULT_SKIP_RESTIC=1 / VAULT_SKIP_COMPOSE=1 (developers
+# only; never CI).
+need() { # need TOOL PACKAGE SKIPVAR
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "${!3:-}" = 1 ]; then
+    echo "test.sh: WARNING: $3=1 and $1 is not installed: the tests that need it are SKIPPED" >&2
   elif [ "$(id -u)" -eq 0 ]; then
-    echo "test.sh: installing restic (apt-get install restic)..." >&2
+    echo "test.sh: installing $2 (apt-get install $2)..." >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq restic >&2 || { apt-get update -qq >&2 && apt-get install -y -qq restic >&2; } ||
-      echo "test.sh: could not install restic: the restic tests will fail" >&2
+    apt-get install -y -qq "$2" >&2 || { apt-get update -qq >&2 && apt-get install -y -qq "$2" >&2; } ||
+      echo "test.sh: could not install $2: the tests that need it will fail" >&2
   else
-    echo "test.sh: restic is not installed and this is not root: the restic tests will fail." \
-      "Install it (sudo apt-get install restic) or set VAULT_SKIP_RESTIC=1 to skip them." >&2
+    echo "test.sh: $1 is not installed and this is not root: the tests that need it will fail." \
+      "Install it (sudo apt-get install $2) or set $3=1 to skip them." >&2
   fi
-fi
+}
+need restic restic VAULT_SKIP_RESTIC
+need docker-compose docker-compose VAULT_SKIP_COMPOSE
 go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted" >&2; exit 1; fi

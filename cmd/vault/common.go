@@ -13,7 +13,15 @@ import (
 	"github.com/wormvault/wormvault/migrations"
 )
 
+// stampedVersion is set at build time by the Makefile and the Dockerfile
+// (-ldflags "-X main.stampedVersion=..."); a plain `go build` falls back to
+// the module's build information.
+var stampedVersion string
+
 func version() string {
+	if stampedVersion != "" {
+		return stampedVersion
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" && len(s.Value) >= 12 {

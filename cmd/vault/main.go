@@ -45,7 +45,8 @@ commands:
   bench    measure ingest against the machine's limits (disk, BLAKE3, PostgreSQL)
   push     back up files and directories, or standard input (agent token)
   restore  restore a snapshot into a directory, or one file to stdout (reader token)
-  version  print the version
+  health   probe a running vault's /readyz and exit 0 only if it is ready (container healthchecks)
+  version  print the version (also --version)
 
 Run 'vault <command> -h' for a command's flags.
 `
@@ -89,7 +90,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runPush(ctx, rest, getenv, stdin, stdout, stderr)
 	case "restore":
 		return runRestore(ctx, rest, getenv, stdout, stderr)
-	case "version":
+	case "health":
+		return runHealth(ctx, rest, getenv, stdout, stderr)
+	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "vault", version())
 		return nil
 	case "-h", "-help", "--help", "help":
