@@ -97,8 +97,9 @@ func guardRollback(ctx context.Context, st *store.Store, dir string, k checkpoin
 	path := filepath.Join(dir, config.LatestCheckpointFile)
 	refuse := func(what string, size int64, err error) error {
 		return fmt.Errorf("serve: refusing to start: %s (size %d) is not extended by the database's audit log; "+
-			"signing on top of it would fork the log that auditors hold. "+
-			"Restore the newest database (or point-in-time recovery past that checkpoint). Cause: %w", what, size, err)
+			"signing on top of it would fork the log that auditors hold. If the database is older than the data directory "+
+			"(restored from a backup) or its log was cut, `vault reindex` rebuilds it from the data directory's journal "+
+			"(docs/operations.md, \"Backing up the vault\"); if it is another vault's database, point serve at this vault's own. Cause: %w", what, size, err)
 	}
 	var kept *store.SignedCheckpoint
 	msg, err := os.ReadFile(path)

@@ -71,7 +71,8 @@ func (s *Store) CheckJournal(ctx context.Context, fresh bool) (JournalReport, er
 			return rep, err
 		}
 		if dbRoot != jRoot {
-			return rep, s.integrityAlarm(ctx, fmt.Errorf("the database's first %d audit entries differ from the journal's", dbSize))
+			return rep, s.integrityAlarm(ctx, fmt.Errorf("the database's first %d audit entries differ from the journal's: "+
+				"it is another vault's database, or its log was rewritten", dbSize))
 		}
 		last, err := j.Entry(dbSize)
 		if err != nil {
@@ -138,7 +139,9 @@ func (s *Store) rollForward(ctx context.Context, j *journal.Journal, from int64)
 			return err
 		}
 		if e.Action != audit.ActionChunkCommit {
-			return fmt.Errorf("entry %d (%s) is in the journal but not in the database", seq, e.Action)
+			return fmt.Errorf("the database is older than the data directory (restored from a backup, or entries were cut): "+
+				"its audit log ends at entry %d, the journal at %d, and entry %d (%s) is not a chunk commit that start-up may replay",
+				from, j.Head(), seq, e.Action)
 		}
 		var c audit.ChunkCommit
 		if err := json.Unmarshal(e.Details, &c); err != nil {
