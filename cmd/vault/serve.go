@@ -47,7 +47,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("serve: token-signing key: %w", err)
 	}
 
-	pool, err := openDB(ctx, cfg.DatabaseURL, cfg.DBMaxConns, log)
+	pool, err := openServeDB(ctx, cfg.DatabaseURL, dbOptions{
+		MaxConns:         cfg.DBMaxConns,
+		ConnectTimeout:   cfg.DBConnectTimeout,
+		StatementTimeout: cfg.DBStatementTimeout,
+		LockTimeout:      cfg.DBLockTimeout,
+	}, log)
 	if err != nil {
 		return err
 	}

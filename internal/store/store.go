@@ -211,7 +211,16 @@ const (
 	sqlstateNoDelete           = "WV003"
 	sqlstateAppendOnly         = "WV004"
 	sqlstateUniqueViolation    = "23505"
+	sqlstateQueryCanceled      = "57014"
+	sqlstateLockNotAvailable   = "55P03"
 )
+
+// Unavailable reports whether err means the database cannot be reached or
+// used right now (down, hung, timed out), so that the same call may succeed
+// later: the server retries its start-up connection on such errors only.
+func Unavailable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || connectionErr(err)
+}
 
 // dbErr translates a driver error once, at the store boundary, so callers
 // and the HTTP layer only ever see the store's sentinels. Only a failure to
