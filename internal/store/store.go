@@ -261,8 +261,11 @@ func dbErr(op string, err error) error {
 // reached or used right now, so that the same request may succeed later:
 // a failed connect, a request that never left (pgconn.SafeToRetry), a
 // timeout, a closed pool or connection, a broken socket; from the server,
-// SQLSTATE class 08 (connection exception), 53 (insufficient resources)
-// and 57P01-57P03 (admin or crash shutdown, cannot connect now).
+// SQLSTATE class 08 (connection exception), 53 (insufficient resources),
+// 57P01-57P03 (admin or crash shutdown, cannot connect now), and the
+// pool's own bounds on waiting: 57014 (statement_timeout; a request's own
+// cancellation arrives as context.Canceled, checked before) and 55P03
+// (lock_timeout). A stalled database is "retry later", never a hang.
 func connectionErr(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -270,6 +273,8 @@ func connectionErr(err error) bool {
 		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"):
 			return true
 		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
+			return true
+		case pgErr.Code == sqlstateQueryCanceled, pgErr.Code == sqlstateLockNotAvailable:
 			return true
 		}
 		return false
