@@ -111,10 +111,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Delay:             cfg.DeletionDelay,
 			Expiry:            cfg.RequestExpiry,
 		},
-		Notify:  notifyFn,
-		VaultID: v.ID,
-		Journal: jnl,
-		Genesis: pinned,
+		Notify:        notifyFn,
+		VaultID:       v.ID,
+		CommitTimeout: cfg.CommitTimeout,
+		Journal:       jnl,
+		Genesis:       pinned,
 	})
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.

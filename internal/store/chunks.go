@@ -177,6 +177,8 @@ func (s *Store) index(ctx context.Context, it *commitItem) (chunkRow, bool, erro
 		return s.committer.commit(it)
 	}
 	var row chunkRow
+	ctx, cancel := context.WithTimeout(ctx, s.opts.CommitTimeout)
+	defer cancel()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, insertChunkSQL, pgx.NamedArgs{
 			"hash": it.hash[:], "size": it.size, "now": it.now, "until": it.until, "by": it.uploader,
@@ -268,6 +270,8 @@ const statChunkSQL = `SELECT ` + chunkColumns + ` FROM chunks WHERE hash = $1`
 
 // Stat returns a chunk's index row, or ErrNotFound.
 func (s *Store) Stat(ctx context.Context, h chunk.Hash) (Chunk, error) {
+	ctx, cancel := s.lookupCtx(ctx)
+	defer cancel()
 	rows, _ := s.pool.Query(ctx, statChunkSQL, h[:])
 	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[chunkRow])
 	if err != nil {
@@ -307,6 +311,8 @@ func (s *Store) present(ctx context.Context, q querier, hashes []chunk.Hash) (ma
 	for i := range hashes {
 		keys[i] = hashes[i][:]
 	}
+	ctx, cancel := s.lookupCtx(ctx)
+	defer cancel()
 	rows, _ := q.Query(ctx, presentChunksSQL, keys)
 	found, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
 	if err != nil {

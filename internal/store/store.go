@@ -34,6 +34,10 @@ const (
 	// file per chunk costs more in create, rename and directory fsync than
 	// in writing the data; see docs/benchmarks.md for the measurements.
 	DefaultPackThreshold = 256 << 10
+	// DefaultCommitTimeout bounds a group commit and an upload's index
+	// look-ups: a stalled database fails uploads with ErrUnavailable
+	// instead of holding them (and their sockets) indefinitely.
+	DefaultCommitTimeout = 15 * time.Second
 )
 
 // Options tunes a Store. Zero fields take the defaults.
@@ -93,6 +97,12 @@ type Options struct {
 	// RetentionBatch is how many chunks one statement handles when a
 	// snapshot commit or extension propagates retention.
 	RetentionBatch int
+
+	// CommitTimeout is the deadline of every upload's index work, counted
+	// from when the upload hands its chunk to the committer: a group whose
+	// transaction does not finish in time fails with ErrUnavailable, and
+	// nothing in it is acknowledged. It also bounds single-row look-ups.
+	CommitTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -136,6 +146,16 @@ func (o *Options) setDefaults() {
 	if o.RetentionBatch == 0 {
 		o.RetentionBatch = DefaultRetentionBatch
 	}
+	if o.CommitTimeout == 0 {
+		o.CommitTimeout = DefaultCommitTimeout
+	}
+}
+
+// lookupCtx bounds one index look-up of a request: besides the pool's
+// statement and lock timeouts, it also bounds the wait for a free
+// connection, which under a stall is where requests queue.
+func (s *Store) lookupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opts.CommitTimeout)
 }
 
 // Store is the vault's chunk store: content in Blobs, index in PostgreSQL.
