@@ -186,3 +186,90 @@ func TestStalledIndexQueuedUploadsKeepTheirDeadline(t *testing.T) {
 		t.Errorf("%d packs marked indexed after every group failed", rows)
 	}
 }
+
+// blockingReader yields its prefix, then blocks until release is closed,
+// then fails: an upload whose client stalls mid-body.
+type blockingReader struct {
+	prefix  []byte
+	release <-chan struct{}
+}
+
+var errClientGone = errors.New("test: client gone")
+
+func (r *blockingReader) Read(p []byte) (int, error) {
+	if len(r.prefix) > 0 {
+		n := copy(p, r.prefix)
+		r.prefix = r.prefix[n:]
+		return n, nil
+	}
+	<-r.release
+	return 0, errClientGone
+}
+
+// TestSlowUploadsOnVictimsHashStripeDoNotDelayIt: stalled uploads that
+// claim hashes chosen to share another agent's hash-lock stripe hold no
+// lock while their bodies trickle in, so the other agent's upload of a
+// large (file) chunk completes while they are still stalled.
+func TestSlowUploadsOnVictimsHashStripeDoNotDelayIt(t *testing.T) {
+	t.Parallel()
+	ts := newPackedStore(t, "")
+	ctx := context.Background()
+	victim, victimHash := randomChunk(t, 128<<10) // above the pack threshold: a file
+
+	release := make(chan struct{})
+	var slow sync.WaitGroup
+	const attackers = 64
+	for i := 0; i < attackers; i++ {
+		claimed := victimHash
+		claimed[31] ^= byte(i + 1) // a different hash, the same stripe (the first 12 bits)
+		claimed[30] ^= 0x5a
+		slow.Add(1)
+		go func() {
+			defer slow.Done()
+			// More than the pack threshold arrives at once, so the upload
+			// goes the file way; then the client stalls.
+			body := &blockingReader{prefix: make([]byte, 96<<10), release: release}
+			if _, err := ts.PutChunk(ctx, "attacker", claimed, body, time.Time{}); err == nil {
+				t.Errorf("stalled upload under a claimed hash succeeded")
+			}
+		}()
+	}
+	defer func() {
+		close(release)
+		slow.Wait()
+	}()
+	// The attackers are streaming (or about to): give them every chance to
+	// take the stripe first, without relying on timing to pass.
+	waitStaged(t, ts.dir, attackers)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := ts.PutChunk(ctx, "victim", victimHash, bytes.NewReader(victim), time.Time{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("victim upload: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the victim's upload waited on stalled uploads of other hashes in its lock stripe")
+	}
+}
+
+// waitStaged waits until n temp files exist under dir's blob tree: n
+// uploads are streaming their bodies.
+func waitStaged(t *testing.T, dir string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		matches, _ := filepath.Glob(filepath.Join(dir, "blake3", "*", "*", ".tmp-*"))
+		if len(matches) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d uploads streaming after 30s", len(matches), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
