@@ -193,6 +193,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Registry: reg,
 
 		CheckpointKey: ckpt.vkey,
+
+		MinBodyRate:   cfg.MinBodyRate,
+		BodyRateGrace: cfg.BodyRateGrace,
+		BatchMemory:   cfg.BatchMemory,
 	})
 	go runExecutor(ctx, st, cfg.ExecutorInterval, log)
 	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
