@@ -227,4 +227,3 @@ func TestSlowBatchBodiesStayWithinBatchMemory(t *testing.T) {
 		t.Logf("heap growth at peak: %d MiB (bound %d MiB); %d busy, %d cut as too slow", growth>>20, limit>>20, busy, slow)
 	}
 }
-
