@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
 	"log/slog"
@@ -218,10 +219,12 @@ func TestSlowUploadsOnVictimsHashStripeDoNotDelayIt(t *testing.T) {
 
 	release := make(chan struct{})
 	var slow sync.WaitGroup
-	const attackers = 64
+	const attackers = 512
 	for i := 0; i < attackers; i++ {
 		claimed := victimHash
-		claimed[31] ^= byte(i + 1) // a different hash, the same stripe (the first 12 bits)
+		// A different hash each, all in the victim's stripe (which the
+		// first 12 bits choose).
+		binary.BigEndian.PutUint16(claimed[28:], uint16(i))
 		claimed[30] ^= 0x5a
 		slow.Add(1)
 		go func() {
