@@ -2,8 +2,8 @@ package store_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"path/filepath"
