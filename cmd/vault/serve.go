@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ import (
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/clock"
 	"github.com/wormvault/wormvault/internal/config"
+	"github.com/wormvault/wormvault/internal/connlimit"
 	"github.com/wormvault/wormvault/internal/journal"
 	"github.com/wormvault/wormvault/internal/notify"
 	"github.com/wormvault/wormvault/internal/store"
@@ -47,7 +49,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("serve: token-signing key: %w", err)
 	}
 
-	pool, err := openDB(ctx, cfg.DatabaseURL, cfg.DBMaxConns, log)
+	pool, err := openServeDB(ctx, cfg.DatabaseURL, dbOptions{
+		MaxConns:         cfg.DBMaxConns,
+		ConnectTimeout:   cfg.DBConnectTimeout,
+		StatementTimeout: cfg.DBStatementTimeout,
+		LockTimeout:      cfg.DBLockTimeout,
+	}, log)
 	if err != nil {
 		return err
 	}
@@ -106,10 +113,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Delay:             cfg.DeletionDelay,
 			Expiry:            cfg.RequestExpiry,
 		},
-		Notify:  notifyFn,
-		VaultID: v.ID,
-		Journal: jnl,
-		Genesis: pinned,
+		Notify:        notifyFn,
+		VaultID:       v.ID,
+		CommitTimeout: cfg.CommitTimeout,
+		Journal:       jnl,
+		Genesis:       pinned,
 	})
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.
@@ -185,6 +193,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Registry: reg,
 
 		CheckpointKey: ckpt.vkey,
+
+		MinBodyRate:   cfg.MinBodyRate,
+		BodyRateGrace: cfg.BodyRateGrace,
+		BatchMemory:   cfg.BatchMemory,
 	})
 	go runExecutor(ctx, st, cfg.ExecutorInterval, log)
 	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
@@ -198,22 +210,41 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	return serveHTTP(ctx, ln, handler, cfg, v.ID, log)
+	return serveHTTP(ctx, ln, handler, cfg, v.ID, log, reg)
 }
 
 // serveHTTP serves until ctx is done, then shuts down gracefully: in-flight
 // uploads may finish within the shutdown timeout; after it, connections are
 // closed and an unfinished upload is discarded whole (its temp file removed,
 // no row written).
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Serve, vaultID string, log *slog.Logger) error {
+//
+// Connections are capped in total and per client IP (connlimit): at the
+// total cap the longest idle connection is closed to admit a new one, so
+// idle sockets, which need no token, cannot lock out working clients.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Serve, vaultID string, log *slog.Logger, reg prometheus.Registerer) error {
+	limiter := connlimit.New(cfg.MaxConns, cfg.MaxConnsPerClient)
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wormvault_connections_refused_total",
+		Help: "Client connections closed by a cap: reason per_client, total (all busy), or evicted (longest idle, to admit a new one).",
+	}, []string{"reason"})
+	open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "wormvault_connections_open", Help: "Client connections open now.",
+	}, func() float64 { return float64(limiter.Open()) })
+	reg.MustRegister(refused, open)
+	limiter.OnRefuse = func(reason string) { refused.WithLabelValues(reason).Inc() }
+	warnFileLimit(cfg.MaxConns, log)
+	ln = limiter.Listener(ln)
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       15 * time.Minute,
-		WriteTimeout:      15 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		// Bodies are bounded by the minimum body rate (api), not by a
+		// fixed read timeout: a large chunk on a slow link may take long.
+		ReadTimeout:    15 * time.Minute,
+		WriteTimeout:   15 * time.Minute,
+		IdleTimeout:    cfg.IdleTimeout,
+		MaxHeaderBytes: 64 << 10,
+		ConnState:      limiter.ConnState,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -246,6 +277,23 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// fdHeadroom is what the vault needs besides client connections: the
+// database pool, pack and chunk files, the journal, the listener.
+const fdHeadroom = 256
+
+// warnFileLimit warns when the open-file limit cannot hold max client
+// connections and the vault's own files: the cap would not protect it.
+func warnFileLimit(max int, log *slog.Logger) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if uint64(max)+fdHeadroom > rl.Cur {
+		log.Warn("open-file limit is below max-conns plus the vault's own files: lower --max-conns or raise the limit (ulimit -n)",
+			"nofile", rl.Cur, "max_conns", max, "headroom", fdHeadroom)
+	}
 }
 
 // servePprof serves the runtime profiles on their own loopback listener,

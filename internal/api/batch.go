@@ -23,7 +23,9 @@ import (
 const (
 	// BatchContentType is the media type of a batch body.
 	BatchContentType = "application/vnd.wormvault.batch"
-	// MaxBatchBytes bounds a batch body: it is held in memory whole.
+	// MaxBatchBytes bounds a batch body: it is held in memory whole, and
+	// the bytes of all batch bodies held at once are bounded by
+	// Options.BatchMemory.
 	MaxBatchBytes = 16 << 20
 	// MaxBatchChunk bounds one chunk in a batch: batches are for small
 	// chunks; large ones stream through PUT.
@@ -51,7 +53,20 @@ func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	items, err := readBatch(clientBody{http.MaxBytesReader(w, r.Body, MaxBatchBytes)}, h.maxBatch)
+	// Reserve the body's memory before reading a byte of it: its declared
+	// length, or the largest batch if it declares none. Many slow or large
+	// batches then wait (and are told to retry) instead of growing the heap.
+	reserve := int64(MaxBatchBytes)
+	if r.ContentLength >= 0 {
+		reserve = r.ContentLength
+	}
+	release, err := h.batchMem.acquire(r.Context(), reserve)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	defer release()
+	items, err := readBatch(clientBody{http.MaxBytesReader(w, r.Body, MaxBatchBytes)}, reserve, h.maxBatch)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -78,12 +93,26 @@ func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"results": out})
 }
 
-// readBatch parses a whole batch body into items whose Data share one
-// buffer.
-func readBatch(body io.Reader, max int) ([]store.BatchItem, error) {
-	buf, err := io.ReadAll(body)
-	if err != nil {
+// readBatch parses a whole batch body of at most size bytes into items
+// whose Data share one buffer of exactly that size: the memory reserved
+// for it, never grown.
+func readBatch(body io.Reader, size int64, max int) ([]store.BatchItem, error) {
+	buf := make([]byte, size)
+	n, err := io.ReadFull(body, buf)
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		buf = buf[:n]
+	case err != nil:
 		return nil, err
+	default:
+		// Full: the body must end here. (A declared length is enforced
+		// by the server; an undeclared one by the MaxBytesReader.)
+		var extra [1]byte
+		if k, err := body.Read(extra[:]); k > 0 {
+			return nil, &http.MaxBytesError{Limit: size}
+		} else if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
 	}
 	var items []store.BatchItem
 	for off := 0; off < len(buf); {

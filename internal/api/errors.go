@@ -41,6 +41,11 @@ func errorStatus(err error) (status int, code string) {
 		// Before the others: an oversized body surfaces as a read error
 		// wrapped by whatever was reading it.
 		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, errTooSlow):
+		// Also a read error wrapped by its reader (as errBadRequest).
+		return http.StatusRequestTimeout, "too_slow"
+	case errors.Is(err, errBusy):
+		return http.StatusServiceUnavailable, "busy"
 	case errors.As(err, &invalid), errors.Is(err, chunk.ErrInvalidHash), errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "invalid"
 	case errors.Is(err, errMethodNotAllowed):
@@ -116,6 +121,8 @@ func publicMessage(status int, code string, err error) string {
 		return "the vault's index is unavailable; retry later"
 	case "clock_skew":
 		return "the server's and the database's clocks disagree; nothing time-locked is executed until they agree (the operator has been alerted)"
+	case "busy":
+		return "the vault is at its bound on concurrent batch bodies; retry later"
 	case "insufficient_storage":
 		return "the vault is out of disk space"
 	}

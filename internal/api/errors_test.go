@@ -62,6 +62,9 @@ var errorCases = []struct {
 	{"corrupt beats hash mismatch", fmt.Errorf("open: %w: %w", store.ErrCorrupt, chunk.ErrHashMismatch), 500, "corrupt"},
 	{"oversize body read inside bad JSON", fmt.Errorf("%w: request body: %w", errBadRequest, &http.MaxBytesError{Limit: 1}), 413, "too_large"},
 	{"oversize body read inside a store error", fmt.Errorf("store: put: %w", &http.MaxBytesError{Limit: 1}), 413, "too_large"},
+	{"slow body read inside a store error", fmt.Errorf("store: put: %w: reading request body: %w", errBadRequest, errTooSlow), 408, "too_slow"},
+	{"batch memory busy", fmt.Errorf("api: batch: %w", errBusy), 503, "busy"},
+	{"group commit deadline", fmt.Errorf("store: commit group: %w: deadline", store.ErrUnavailable), 503, "unavailable"},
 	{"integrity beats unavailable", fmt.Errorf("store: checkpoint: %w: %w", store.ErrUnavailable, store.ErrAuditTree), 500, "integrity"},
 	{"unavailable revocation check", fmt.Errorf("auth: check revocation: %w", fmt.Errorf("store: check revocation: %w: %w", store.ErrUnavailable, errors.New("dial tcp: connection refused"))), 503, "unavailable"},
 }

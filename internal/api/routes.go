@@ -3,6 +3,7 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -25,6 +26,18 @@ type Options struct {
 	// CheckpointKey is the verifier key of the audit log's checkpoints
 	// (a golang.org/x/mod/sumdb/note verifier key), served to auditors.
 	CheckpointKey string
+
+	// MinBodyRate is the slowest a request body may arrive, in bytes per
+	// second averaged from the handler's first read of it, once
+	// BodyRateGrace has passed; slower requests are cut with 408. 0
+	// disables the check.
+	MinBodyRate   int64
+	BodyRateGrace time.Duration
+	// BatchMemory bounds the bytes of batch bodies held in memory at once
+	// (0: DefaultBatchMemory).
+	BatchMemory int64
+	// batchWait replaces batchWait in tests.
+	batchWait time.Duration
 }
 
 type handler struct {
@@ -35,6 +48,10 @@ type handler struct {
 	maxChunk int64
 	maxBatch int
 	ckptKey  string
+
+	minRate   int64
+	rateGrace time.Duration
+	batchMem  *batchMemory
 }
 
 // NewHandler returns the vault's HTTP API. The routes read like the API
@@ -51,6 +68,10 @@ func NewHandler(o Options) http.Handler {
 		maxChunk: o.Store.Options().MaxChunkSize,
 		maxBatch: o.Store.Options().MaxBatch,
 		ckptKey:  o.CheckpointKey,
+
+		minRate:   o.MinBodyRate,
+		rateGrace: o.BodyRateGrace,
+		batchMem:  newBatchMemory(o.BatchMemory, o.batchWait),
 	}
 	const (
 		agent   = auth.RoleAgent
@@ -60,7 +81,9 @@ func NewHandler(o Options) http.Handler {
 	)
 
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, h.accessLog, h.recoverer)
+	// minBodyRate first: it needs the server's own ResponseWriter to set
+	// read deadlines on the connection.
+	r.Use(h.minBodyRate, middleware.RequestID, h.accessLog, h.recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, errNoRoute)
 	})

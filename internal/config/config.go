@@ -31,6 +31,22 @@ const (
 	// SafeMinRetention is the smallest minimum retention allowed outside
 	// dev mode: below a day, "immutable" would mean little.
 	SafeMinRetention = 24 * time.Hour
+
+	// Bounded waits (issue 14): how long the vault waits on its database
+	// before it answers 503 instead of hanging.
+	DefaultDBConnectTimeout   = 10 * time.Second
+	DefaultDBStatementTimeout = 60 * time.Second
+	DefaultDBLockTimeout      = 5 * time.Second
+	DefaultCommitTimeout      = 15 * time.Second
+
+	// Bounded resources (issue 14): connections, slow bodies, batch memory.
+	DefaultMaxConns          = 8192
+	DefaultMaxConnsPerClient = 256
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMinBodyRate       = 4 << 10 // bytes per second
+	DefaultBodyRateGrace     = 10 * time.Second
+	DefaultBatchMemory       = 256 << 20
 )
 
 // ErrUnsafe is wrapped by Validate's refusals.
@@ -72,6 +88,33 @@ type Serve struct {
 	// AllowPlaintext allows plain HTTP on a non-loopback address, for
 	// deployments behind a TLS-terminating proxy (e.g. docker-compose).
 	AllowPlaintext bool
+
+	// DBConnectTimeout bounds one attempt to connect to the database; at
+	// start the vault retries with backoff until one succeeds.
+	DBConnectTimeout time.Duration
+	// DBStatementTimeout and DBLockTimeout are the pool's
+	// statement_timeout and lock_timeout: no query waits longer.
+	DBStatementTimeout time.Duration
+	DBLockTimeout      time.Duration
+	// CommitTimeout bounds each group commit and an upload's index
+	// look-ups: past it the upload fails with 503, never hangs.
+	CommitTimeout time.Duration
+
+	// MaxConns caps open client connections; at the cap an idle one is
+	// closed to admit a new one. MaxConnsPerClient caps them per client IP
+	// (0: no per-client cap, e.g. behind a proxy that has its own).
+	MaxConns          int
+	MaxConnsPerClient int
+	// ReadHeaderTimeout and IdleTimeout are the HTTP server's.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// MinBodyRate is the slowest an upload body may arrive, in bytes per
+	// second averaged from its start, once BodyRateGrace has passed; 0
+	// disables the check.
+	MinBodyRate   int64
+	BodyRateGrace time.Duration
+	// BatchMemory bounds the bytes of batch bodies held in memory at once.
+	BatchMemory int64
 }
 
 // LoadServe parses args (without the subcommand name) over the environment
@@ -107,11 +150,37 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.StringVar(&c.PprofListen, "pprof-listen", env("VAULT_PPROF_LISTEN", ""), "serve pprof profiles on this address, e.g. 127.0.0.1:6060; off by default (VAULT_PPROF_LISTEN)")
 	fs.BoolVar(&c.Dev, "dev", env("VAULT_DEV", "") == "1", "dev mode: relax safety floors, loudly (VAULT_DEV=1)")
 	fs.BoolVar(&c.AllowPlaintext, "allow-plaintext", env("VAULT_ALLOW_PLAINTEXT", "") == "1", "allow plain HTTP on a non-loopback address (VAULT_ALLOW_PLAINTEXT=1)")
+	var envErrs []error
+	durationFlag(fs, &envErrs, &c.DBConnectTimeout, "db-connect-timeout", env("VAULT_DB_CONNECT_TIMEOUT", ""), DefaultDBConnectTimeout,
+		"bound on one database connection attempt; at start the vault retries with backoff (VAULT_DB_CONNECT_TIMEOUT)")
+	durationFlag(fs, &envErrs, &c.DBStatementTimeout, "db-statement-timeout", env("VAULT_DB_STATEMENT_TIMEOUT", ""), DefaultDBStatementTimeout,
+		"the pool's statement_timeout (VAULT_DB_STATEMENT_TIMEOUT)")
+	durationFlag(fs, &envErrs, &c.DBLockTimeout, "db-lock-timeout", env("VAULT_DB_LOCK_TIMEOUT", ""), DefaultDBLockTimeout,
+		"the pool's lock_timeout (VAULT_DB_LOCK_TIMEOUT)")
+	durationFlag(fs, &envErrs, &c.CommitTimeout, "commit-timeout", env("VAULT_COMMIT_TIMEOUT", ""), DefaultCommitTimeout,
+		"deadline of each group commit and upload index look-up; past it the upload gets 503 (VAULT_COMMIT_TIMEOUT)")
+	fs.IntVar(&c.MaxConns, "max-conns", atoi(env("VAULT_MAX_CONNS", ""), DefaultMaxConns),
+		"most open client connections; at the cap the longest-idle one is closed (VAULT_MAX_CONNS)")
+	fs.IntVar(&c.MaxConnsPerClient, "max-conns-per-client", atoi(env("VAULT_MAX_CONNS_PER_CLIENT", ""), DefaultMaxConnsPerClient),
+		"most open connections from one client IP; 0: no per-client cap (VAULT_MAX_CONNS_PER_CLIENT)")
+	durationFlag(fs, &envErrs, &c.ReadHeaderTimeout, "read-header-timeout", env("VAULT_READ_HEADER_TIMEOUT", ""), DefaultReadHeaderTimeout,
+		"time a client has to send its request headers (VAULT_READ_HEADER_TIMEOUT)")
+	durationFlag(fs, &envErrs, &c.IdleTimeout, "idle-timeout", env("VAULT_IDLE_TIMEOUT", ""), DefaultIdleTimeout,
+		"how long an idle keep-alive connection stays open (VAULT_IDLE_TIMEOUT)")
+	minRate := fs.String("min-body-rate", env("VAULT_MIN_BODY_RATE", "4KiB"),
+		"slowest upload body accepted, bytes per second after the grace period; 0 disables (VAULT_MIN_BODY_RATE)")
+	durationFlag(fs, &envErrs, &c.BodyRateGrace, "body-rate-grace", env("VAULT_BODY_RATE_GRACE", ""), DefaultBodyRateGrace,
+		"how long an upload body may take before the minimum rate applies (VAULT_BODY_RATE_GRACE)")
+	batchMem := fs.String("batch-memory", env("VAULT_BATCH_MEMORY", "256MiB"),
+		"most bytes of batch upload bodies held in memory at once (VAULT_BATCH_MEMORY)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("config: unexpected arguments: %q", fs.Args())
+	}
+	if len(envErrs) > 0 {
+		return c, errors.Join(envErrs...)
 	}
 	if c.DatabaseURL == "" {
 		if file := getenv("VAULT_DATABASE_URL_FILE"); file != "" {
@@ -138,6 +207,12 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	}
 	if c.MinRetention, err = ParseDuration(*minRet); err != nil {
 		return c, fmt.Errorf("config: min retention: %w", err)
+	}
+	if c.MinBodyRate, err = ParseSize(*minRate); err != nil {
+		return c, fmt.Errorf("config: min body rate: %w", err)
+	}
+	if c.BatchMemory, err = ParseSize(*batchMem); err != nil {
+		return c, fmt.Errorf("config: batch memory: %w", err)
 	}
 	return c, c.Validate()
 }
@@ -175,6 +250,9 @@ func (c Serve) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("config: log format must be json or text, got %q", c.LogFormat)
 	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
 	if c.PprofListen != "" && !isLoopback(c.PprofListen) {
 		return fmt.Errorf("%w: pprof on %s would expose internals; listen on loopback", ErrUnsafe, c.PprofListen)
 	}
@@ -183,6 +261,56 @@ func (c Serve) Validate() error {
 			"give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --allow-plaintext behind a TLS proxy", ErrUnsafe, c.Listen)
 	}
 	return nil
+}
+
+// validateLimits refuses waits and caps that would make the vault hang or
+// refuse everyone.
+func (c Serve) validateLimits() error {
+	switch {
+	case c.DBConnectTimeout < 100*time.Millisecond:
+		return fmt.Errorf("config: db connect timeout must be at least 100ms, got %s", c.DBConnectTimeout)
+	case c.DBStatementTimeout < 100*time.Millisecond:
+		return fmt.Errorf("config: db statement timeout must be at least 100ms, got %s", c.DBStatementTimeout)
+	case c.DBLockTimeout < 10*time.Millisecond || c.DBLockTimeout > c.DBStatementTimeout:
+		return fmt.Errorf("config: db lock timeout must be between 10ms and the statement timeout (%s), got %s", c.DBStatementTimeout, c.DBLockTimeout)
+	case c.CommitTimeout < 100*time.Millisecond:
+		return fmt.Errorf("config: commit timeout must be at least 100ms, got %s", c.CommitTimeout)
+	case c.MaxConns < 16:
+		return fmt.Errorf("config: max conns must be at least 16, got %d", c.MaxConns)
+	case c.MaxConnsPerClient < 0 || c.MaxConnsPerClient > c.MaxConns:
+		return fmt.Errorf("config: max conns per client must be between 0 (no cap) and max conns (%d), got %d", c.MaxConns, c.MaxConnsPerClient)
+	case c.ReadHeaderTimeout < 100*time.Millisecond:
+		return fmt.Errorf("config: read header timeout must be at least 100ms, got %s", c.ReadHeaderTimeout)
+	case c.IdleTimeout < time.Second:
+		return fmt.Errorf("config: idle timeout must be at least 1s, got %s", c.IdleTimeout)
+	case c.BodyRateGrace < 0:
+		return fmt.Errorf("config: body rate grace must not be negative, got %s", c.BodyRateGrace)
+	case c.BatchMemory < 16<<20:
+		return fmt.Errorf("config: batch memory must be at least 16MiB (one batch body), got %d", c.BatchMemory)
+	}
+	return nil
+}
+
+// durationFlag defines a duration flag whose default comes from the
+// environment value env (ParseDuration's syntax) or else def.
+// A malformed environment value is reported through errs.
+func durationFlag(fs *flag.FlagSet, errs *[]error, p *time.Duration, name, env string, def time.Duration, usage string) {
+	*p = def
+	if env != "" {
+		d, err := ParseDuration(env)
+		if err != nil {
+			*errs = append(*errs, fmt.Errorf("config: %s: %w", name, err))
+		}
+		*p = d
+	}
+	fs.Func(name, fmt.Sprintf("%s (default %s)", usage, def), func(s string) error {
+		d, err := ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*p = d
+		return nil
+	})
 }
 
 // WithFiles wraps getenv so that an unset VAULT_X is read from the file

@@ -24,6 +24,18 @@ func TestLoadServe(t *testing.T) {
 	if c.Listen != DefaultListen || c.MaxChunkSize != DefaultMaxChunkSize || c.MinRetention != DefaultMinRetention {
 		t.Errorf("defaults = %+v", c)
 	}
+	if c.DBConnectTimeout != DefaultDBConnectTimeout || c.DBStatementTimeout != DefaultDBStatementTimeout ||
+		c.DBLockTimeout != DefaultDBLockTimeout || c.CommitTimeout != DefaultCommitTimeout ||
+		c.MaxConns != DefaultMaxConns || c.MaxConnsPerClient != DefaultMaxConnsPerClient ||
+		c.ReadHeaderTimeout != DefaultReadHeaderTimeout || c.IdleTimeout != DefaultIdleTimeout ||
+		c.MinBodyRate != DefaultMinBodyRate || c.BodyRateGrace != DefaultBodyRateGrace || c.BatchMemory != DefaultBatchMemory {
+		t.Errorf("limit defaults = %+v", c)
+	}
+	c, err = LoadServe([]string{"--commit-timeout", "3s", "--max-conns-per-client", "0"},
+		envOf(map[string]string{"VAULT_DATA_DIR": "/d", "VAULT_DATABASE_URL": "postgres://x", "VAULT_DB_LOCK_TIMEOUT": "2s", "VAULT_MIN_BODY_RATE": "0"}), io.Discard)
+	if err != nil || c.CommitTimeout != 3*time.Second || c.MaxConnsPerClient != 0 || c.DBLockTimeout != 2*time.Second || c.MinBodyRate != 0 {
+		t.Errorf("limit flags: %+v, %v", c, err)
+	}
 	c, err = LoadServe([]string{"--max-chunk-size", "8MiB", "--min-retention", "90d"}, envOf(base), io.Discard)
 	if err != nil || c.MaxChunkSize != 8<<20 || c.MinRetention != 90*24*time.Hour {
 		t.Errorf("flags: %+v, %v", c, err)
@@ -50,6 +62,13 @@ func TestLoadServeRefusesUnsafe(t *testing.T) {
 		{name: "tls cert without key", args: []string{"--tls-cert", "c.pem"}, want: "together"},
 		{name: "bad log format", args: []string{"--log-format", "xml"}, want: "log format"},
 		{name: "bad size", args: []string{"--max-chunk-size", "lots"}, want: "invalid size"},
+		{name: "lock timeout above statement timeout", args: []string{"--db-lock-timeout", "2m"}, want: "lock timeout"},
+		{name: "no commit deadline", args: []string{"--commit-timeout", "0s"}, want: "commit timeout"},
+		{name: "tiny connection cap", args: []string{"--max-conns", "2"}, want: "max conns"},
+		{name: "per-client cap above total", args: []string{"--max-conns", "100", "--max-conns-per-client", "200"}, want: "per client"},
+		{name: "bad body rate", args: []string{"--min-body-rate", "fast"}, want: "min body rate"},
+		{name: "batch memory below one batch", args: []string{"--batch-memory", "1MiB"}, want: "batch memory"},
+		{name: "bad duration in env", env: map[string]string{"VAULT_DATA_DIR": "/d", "VAULT_DATABASE_URL": "postgres://x", "VAULT_COMMIT_TIMEOUT": "soon"}, want: "commit-timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,14 @@ type Blobs interface {
 	// all succeed. size is the number of bytes written.
 	Put(ctx context.Context, h chunk.Hash, r io.Reader) (size int64, err error)
 
+	// Stage is Put without the publishing: it streams r to a temporary
+	// place, verifies it against h and makes it durable, with Put's errors
+	// and nothing left behind on error, but h is not visible until the
+	// returned StagedBlob is published. It lets the store stream a slow
+	// body without holding the hash's lock, and take the lock only around
+	// publishing and indexing.
+	Stage(ctx context.Context, h chunk.Hash, r io.Reader) (StagedBlob, error)
+
 	// Open returns the blob's content and size. It returns an error wrapping
 	// ErrNotFound if there is no such blob. The content is not verified:
 	// callers verify.
@@ -47,4 +55,18 @@ type Blobs interface {
 	// CleanTemp removes leftovers of interrupted writes and reports how many
 	// it removed. It must only be called when no Put is in progress.
 	CleanTemp(ctx context.Context) (removed int, err error)
+}
+
+// StagedBlob is verified, durable content waiting to be published under
+// its hash. Call Discard when done with it (deferred is fine): it removes
+// the content unless Publish succeeded.
+type StagedBlob interface {
+	// Size is the content's length in bytes.
+	Size() int64
+	// Publish makes the blob visible under its hash, durably, as Put's last
+	// step; it fails without publishing if ctx is done. Publishing over an
+	// existing blob leaves one intact copy. It may be called once.
+	Publish(ctx context.Context) error
+	// Discard removes the staged content if it was not published.
+	Discard()
 }

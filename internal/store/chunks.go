@@ -150,18 +150,24 @@ func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, bod
 	return PutResult{Chunk: c}, err
 }
 
-// putFile writes a chunk as its own file and indexes it, holding the
-// chunk's hash lock so that the deletion executor never removes the file of
-// a re-upload between its write and its row.
+// putFile writes a chunk as its own file and indexes it. The body streams
+// into a staged file with no lock held: a slow client delays nobody. Only
+// publishing and indexing run under the chunk's hash lock, so that the
+// deletion executor never removes the file of a re-upload between its
+// publication and its row.
 func (s *Store) putFile(ctx context.Context, it *commitItem, body io.Reader) (chunkRow, bool, error) {
-	mu := s.hashLock(it.hash)
-	mu.Lock()
-	defer mu.Unlock()
-	size, err := s.blobs.Put(ctx, it.hash, body)
+	st, err := s.blobs.Stage(ctx, it.hash, body)
 	if err != nil {
 		return chunkRow{}, false, fmt.Errorf("store: put chunk %s: %w", it.hash, err)
 	}
-	it.size = size
+	defer st.Discard()
+	it.size = st.Size()
+	mu := s.hashLock(it.hash)
+	mu.Lock()
+	defer mu.Unlock()
+	if err := st.Publish(ctx); err != nil {
+		return chunkRow{}, false, fmt.Errorf("store: put chunk %s: %w", it.hash, err)
+	}
 	// The content is durable. If the insert fails, the file stays without a
 	// row: invisible to every reader, and adopted by the next reconcile or a
 	// retried upload. Removing it here could race a concurrent upload of the
@@ -177,6 +183,8 @@ func (s *Store) index(ctx context.Context, it *commitItem) (chunkRow, bool, erro
 		return s.committer.commit(it)
 	}
 	var row chunkRow
+	ctx, cancel := context.WithTimeout(ctx, s.opts.CommitTimeout)
+	defer cancel()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, insertChunkSQL, pgx.NamedArgs{
 			"hash": it.hash[:], "size": it.size, "now": it.now, "until": it.until, "by": it.uploader,
@@ -268,6 +276,8 @@ const statChunkSQL = `SELECT ` + chunkColumns + ` FROM chunks WHERE hash = $1`
 
 // Stat returns a chunk's index row, or ErrNotFound.
 func (s *Store) Stat(ctx context.Context, h chunk.Hash) (Chunk, error) {
+	ctx, cancel := s.lookupCtx(ctx)
+	defer cancel()
 	rows, _ := s.pool.Query(ctx, statChunkSQL, h[:])
 	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[chunkRow])
 	if err != nil {
@@ -307,6 +317,8 @@ func (s *Store) present(ctx context.Context, q querier, hashes []chunk.Hash) (ma
 	for i := range hashes {
 		keys[i] = hashes[i][:]
 	}
+	ctx, cancel := s.lookupCtx(ctx)
+	defer cancel()
 	rows, _ := q.Query(ctx, presentChunksSQL, keys)
 	found, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,6 +27,14 @@ import (
 // 2). A group is whatever arrived while the previous one was being written:
 // under load groups grow by themselves, and a lone agent never waits for a
 // timer.
+//
+// Every item carries a deadline, CommitTimeout after it was handed over:
+// an item whose deadline passed before its turn fails without any work,
+// and a group's look-up and transaction run under the earliest deadline of
+// its items. So a stalled database fails each upload with ErrUnavailable
+// (503) within its deadline, whatever queued in front of it; what failed
+// is never acknowledged, and a pack holding a failed item's record is left
+// for reconcile (never marked indexed).
 //
 // The indexer's transaction costs more than the packer's fsync (it also
 // journals and logs each chunk: see logChunkCommits), so the packer runs
@@ -51,6 +60,7 @@ type commitItem struct {
 	until    time.Time
 	loc      *pack.Location
 	existing *chunkRow // already stored, found by the packer's lookup
+	deadline time.Time // past it, the item fails with errCommitDeadline
 	err      error
 	done     chan commitResult
 }
@@ -59,6 +69,43 @@ type commitResult struct {
 	row     chunkRow
 	created bool
 	err     error
+}
+
+// errCommitDeadline fails an item whose group commit did not finish in
+// time: the index is stalled, so the client may retry later.
+var errCommitDeadline = fmt.Errorf("%w: group commit deadline passed", ErrUnavailable)
+
+// expire fails every still pending item of items whose deadline is at or
+// before now, and returns the earliest deadline of those left (zero if
+// none). A packed item that expires marks its pack dirty.
+func (c *committer) expire(items []*commitItem, now time.Time, dirty map[int64]bool) (earliest time.Time) {
+	for _, it := range items {
+		if it.err != nil || it.existing != nil {
+			continue
+		}
+		if !it.deadline.After(now) {
+			it.err = fmt.Errorf("store: commit chunk %s: %w", it.hash, errCommitDeadline)
+			c.s.metrics.commitTimeouts.Inc()
+			if it.loc != nil && dirty != nil {
+				dirty[it.loc.Pack] = true
+			}
+			continue
+		}
+		if earliest.IsZero() || it.deadline.Before(earliest) {
+			earliest = it.deadline
+		}
+	}
+	return earliest
+}
+
+// deadlineCtx is a context that ends at deadline, or CommitTimeout from
+// now if deadline is zero. The group outlives any one request, so it is
+// not derived from one.
+func (c *committer) deadlineCtx(deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
+		deadline = time.Now().Add(c.s.opts.CommitTimeout)
+	}
+	return context.WithDeadline(context.Background(), deadline)
 }
 
 type group struct {
@@ -75,6 +122,10 @@ type committer struct {
 	in     chan *commitItem
 	groups chan group
 	wg     sync.WaitGroup
+
+	// lastErr is the error of the last group look-up or transaction that
+	// failed, until a transaction commits (nil), for readiness checks.
+	lastErr atomic.Pointer[error]
 }
 
 func newCommitter(s *Store, packs *pack.Packs) *committer {
@@ -95,6 +146,7 @@ func newCommitter(s *Store, packs *pack.Packs) *committer {
 // caller must not reuse until then.
 func (c *committer) commit(it *commitItem) (chunkRow, bool, error) {
 	it.done = make(chan commitResult, 1)
+	it.deadline = time.Now().Add(c.s.opts.CommitTimeout)
 	c.mu.RLock()
 	if c.closed {
 		c.mu.RUnlock()
@@ -111,8 +163,10 @@ func (c *committer) commit(it *commitItem) (chunkRow, bool, error) {
 func (c *committer) commitAll(items []*commitItem) []commitResult {
 	c.mu.RLock()
 	closed := c.closed
+	deadline := time.Now().Add(c.s.opts.CommitTimeout)
 	for _, it := range items {
 		it.done = make(chan commitResult, 1)
+		it.deadline = deadline
 		if !closed {
 			c.in <- it
 		}
@@ -169,22 +223,25 @@ func (c *committer) packer() {
 // those not already stored to the open pack, each distinct hash once, and
 // records their locations (or the error) on the items.
 func (c *committer) append(items []*commitItem) (sealed int64) {
+	earliest := c.expire(items, time.Now(), nil)
 	var keys [][]byte
 	for _, it := range items {
-		if it.data != nil {
+		if it.data != nil && it.err == nil {
 			keys = append(keys, it.hash[:])
 		}
 	}
 	if len(keys) == 0 {
 		return 0
 	}
-	ctx := context.Background()
+	ctx, cancel := c.deadlineCtx(earliest)
+	defer cancel()
 	rows, _ := c.s.pool.Query(ctx, "SELECT "+chunkColumns+" FROM chunks WHERE hash = ANY($1)", keys)
 	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
 	if err != nil {
 		err = dbErr("look up group", err)
+		c.lastErr.Store(&err)
 		for _, it := range items {
-			if it.data != nil {
+			if it.data != nil && it.err == nil {
 				it.err = err
 			}
 		}
@@ -200,7 +257,7 @@ func (c *committer) append(items []*commitItem) (sealed int64) {
 	first := make(map[chunk.Hash]int)
 	var packed []*commitItem
 	for _, it := range items {
-		if it.data == nil {
+		if it.data == nil || it.err != nil {
 			continue
 		}
 		if row, ok := stored[it.hash]; ok {
@@ -250,7 +307,13 @@ func (c *committer) indexer() {
 	dirty := make(map[int64]bool)
 	for g := range c.groups {
 		g = c.gather(g)
-		rows, err := c.insert(g, dirty)
+		// Items whose deadline passed while they queued fail now, before
+		// the transaction: their uploads' clients are owed an answer.
+		earliest := c.expire(g.items, time.Now(), dirty)
+		rows, err := c.insert(g, dirty, earliest)
+		if err != nil || !earliest.IsZero() {
+			c.lastErr.Store(&err) // a transaction ran: its outcome is news
+		}
 		if err != nil {
 			for _, it := range g.items {
 				if it.loc != nil {
@@ -299,7 +362,7 @@ func (c *committer) gather(g group) group {
 
 // insert commits the rows of every item that has its bytes durable, in one
 // transaction, and returns the rows it created by hash.
-func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkRow, error) {
+func (c *committer) insert(g group, dirty map[int64]bool, deadline time.Time) (map[chunk.Hash]chunkRow, error) {
 	var (
 		hashes  [][]byte
 		sizes   []int64
@@ -338,7 +401,8 @@ func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkR
 		return nil, nil
 	}
 	created := make(map[chunk.Hash]chunkRow, len(hashes))
-	ctx := context.Background() // the group outlives any one request
+	ctx, cancel := c.deadlineCtx(deadline)
+	defer cancel()
 	now := c.s.clk.Now()
 	// One transaction, in two round trips around the journal's fsync:
 	// the audit lock and the rows; then their chunk.commit entries
@@ -383,6 +447,16 @@ func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkR
 		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			// The transaction may have been cut anywhere, its commit
+			// included: report the deadline, never acknowledge.
+			for _, it := range g.items {
+				if it.err == nil && it.existing == nil {
+					c.s.metrics.commitTimeouts.Inc()
+				}
+			}
+			return nil, fmt.Errorf("store: commit group: %w: %w", errCommitDeadline, err)
+		}
 		return nil, dbErr("commit group", err)
 	}
 	for _, r := range created {
@@ -390,4 +464,18 @@ func (c *committer) insert(g group, dirty map[int64]bool) (map[chunk.Hash]chunkR
 		c.s.metrics.bytesStored.Add(float64(r.Size))
 	}
 	return created, nil
+}
+
+// CommitHealth returns the error of the last group commit if it failed
+// (a stalled or unreachable index: uploads are being refused with 503),
+// nil if it committed or there was none. It is cheap and never blocks:
+// for /readyz, which must report a stall while uploads time out.
+func (s *Store) CommitHealth() error {
+	if s.committer == nil {
+		return nil
+	}
+	if p := s.committer.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }

@@ -58,6 +58,8 @@ func TestDBErrUnavailableOnlyForConnections(t *testing.T) {
 		{"pool deadline", fmt.Errorf("acquire: %w", context.DeadlineExceeded), ErrUnavailable},
 		{"connection reset", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, ErrUnavailable},
 		{"socket closed mid-reply", fmt.Errorf("receive message: %w", io.ErrUnexpectedEOF), ErrUnavailable},
+		{"statement timeout 57014", &pgconn.PgError{Code: "57014"}, ErrUnavailable},
+		{"lock timeout 55P03", &pgconn.PgError{Code: "55P03"}, ErrUnavailable},
 
 		{"missing tree hash", fmt.Errorf("audit: %w: stored hash 6 is missing", ErrAuditTree), ErrAuditTree},
 		{"broken chain", fmt.Errorf("%w: gap before entry 3", ErrAuditChainBroken), ErrAuditChainBroken},

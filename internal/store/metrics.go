@@ -32,6 +32,9 @@ type Metrics struct {
 	// extends it, 0 once it did not (until restart).
 	auditRollbacks  prometheus.Counter
 	auditConsistent prometheus.Gauge
+	// commitTimeouts counts uploads failed (503) because their group
+	// commit missed its deadline.
+	commitTimeouts prometheus.Counter
 }
 
 // NewMetrics creates the store's metrics and registers them with reg (if
@@ -74,8 +77,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wormvault_audit_log_consistent",
 			Help: "1 while the audit log extends the last checkpoint the vault signed; 0 once it did not (checkpoint signing stopped until restart).",
 		}),
+		commitTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_commit_timeouts_total",
+			Help: "Uploads answered 503 because their group commit missed its deadline (a stalled index database).",
+		}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.commitTimeouts)
 		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.contentMissing, m.groupSize, m.MissingAtReconcile,
 			m.journalDiverged, m.integrityAlarms, m.auditRollbacks, m.auditConsistent)
 	}

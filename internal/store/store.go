@@ -34,6 +34,10 @@ const (
 	// file per chunk costs more in create, rename and directory fsync than
 	// in writing the data; see docs/benchmarks.md for the measurements.
 	DefaultPackThreshold = 256 << 10
+	// DefaultCommitTimeout bounds a group commit and an upload's index
+	// look-ups: a stalled database fails uploads with ErrUnavailable
+	// instead of holding them (and their sockets) indefinitely.
+	DefaultCommitTimeout = 15 * time.Second
 )
 
 // Options tunes a Store. Zero fields take the defaults.
@@ -93,6 +97,12 @@ type Options struct {
 	// RetentionBatch is how many chunks one statement handles when a
 	// snapshot commit or extension propagates retention.
 	RetentionBatch int
+
+	// CommitTimeout is the deadline of every upload's index work, counted
+	// from when the upload hands its chunk to the committer: a group whose
+	// transaction does not finish in time fails with ErrUnavailable, and
+	// nothing in it is acknowledged. It also bounds single-row look-ups.
+	CommitTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -136,6 +146,16 @@ func (o *Options) setDefaults() {
 	if o.RetentionBatch == 0 {
 		o.RetentionBatch = DefaultRetentionBatch
 	}
+	if o.CommitTimeout == 0 {
+		o.CommitTimeout = DefaultCommitTimeout
+	}
+}
+
+// lookupCtx bounds one index look-up of a request: besides the pool's
+// statement and lock timeouts, it also bounds the wait for a free
+// connection, which under a stall is where requests queue.
+func (s *Store) lookupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opts.CommitTimeout)
 }
 
 // Store is the vault's chunk store: content in Blobs, index in PostgreSQL.
@@ -211,7 +231,16 @@ const (
 	sqlstateNoDelete           = "WV003"
 	sqlstateAppendOnly         = "WV004"
 	sqlstateUniqueViolation    = "23505"
+	sqlstateQueryCanceled      = "57014"
+	sqlstateLockNotAvailable   = "55P03"
 )
+
+// Unavailable reports whether err means the database cannot be reached or
+// used right now (down, hung, timed out), so that the same call may succeed
+// later: the server retries its start-up connection on such errors only.
+func Unavailable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || connectionErr(err)
+}
 
 // dbErr translates a driver error once, at the store boundary, so callers
 // and the HTTP layer only ever see the store's sentinels. Only a failure to
@@ -252,8 +281,11 @@ func dbErr(op string, err error) error {
 // reached or used right now, so that the same request may succeed later:
 // a failed connect, a request that never left (pgconn.SafeToRetry), a
 // timeout, a closed pool or connection, a broken socket; from the server,
-// SQLSTATE class 08 (connection exception), 53 (insufficient resources)
-// and 57P01-57P03 (admin or crash shutdown, cannot connect now).
+// SQLSTATE class 08 (connection exception), 53 (insufficient resources),
+// 57P01-57P03 (admin or crash shutdown, cannot connect now), and the
+// pool's own bounds on waiting: 57014 (statement_timeout; a request's own
+// cancellation arrives as context.Canceled, checked before) and 55P03
+// (lock_timeout). A stalled database is "retry later", never a hang.
 func connectionErr(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -261,6 +293,8 @@ func connectionErr(err error) bool {
 		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"):
 			return true
 		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
+			return true
+		case pgErr.Code == sqlstateQueryCanceled, pgErr.Code == sqlstateLockNotAvailable:
 			return true
 		}
 		return false

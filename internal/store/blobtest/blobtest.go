@@ -44,6 +44,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Blobs) {
 		{"CancelledBeforePut", testCancelledBeforePut},
 		{"CancelledDuringPut", testCancelledDuringPut},
 		{"CleanTempKeepsBlobs", testCleanTempKeepsBlobs},
+		{"StageInvisibleUntilPublished", testStageInvisibleUntilPublished},
+		{"StageDiscardLeavesNothing", testStageDiscardLeavesNothing},
+		{"StageHashMismatch", testStageHashMismatch},
+		{"StagePublishCancelled", testStagePublishCancelled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -467,4 +471,69 @@ func testCleanTempKeepsBlobs(t *testing.T, b store.Blobs) {
 	if got := walkAll(t, b); len(got) != 1 {
 		t.Errorf("Walk after CleanTemp reported %d blobs, want 1", len(got))
 	}
+}
+
+func testStageInvisibleUntilPublished(t *testing.T, b store.Blobs) {
+	data := content(21, 70_000)
+	h := chunk.Sum(data)
+	st, err := b.Stage(t.Context(), h, bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("Stage error = %v", err)
+	}
+	defer st.Discard()
+	if st.Size() != int64(len(data)) {
+		t.Errorf("staged size = %d, want %d", st.Size(), len(data))
+	}
+	mustBeAbsent(t, b, h)
+	mustBeEmpty(t, b)
+	if err := st.Publish(t.Context()); err != nil {
+		t.Fatalf("Publish error = %v", err)
+	}
+	st.Discard() // after Publish: must not remove the blob
+	if got := mustRead(t, b, h); !bytes.Equal(got, data) {
+		t.Error("published content differs")
+	}
+}
+
+func testStageDiscardLeavesNothing(t *testing.T, b store.Blobs) {
+	data := content(22, 5000)
+	h := chunk.Sum(data)
+	st, err := b.Stage(t.Context(), h, bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("Stage error = %v", err)
+	}
+	st.Discard()
+	st.Discard() // twice is harmless
+	mustBeAbsent(t, b, h)
+	if n, err := b.CleanTemp(t.Context()); err != nil || n != 0 {
+		t.Errorf("CleanTemp after Discard = %d, %v; want nothing left to clean", n, err)
+	}
+}
+
+func testStageHashMismatch(t *testing.T, b store.Blobs) {
+	data := content(23, 5000)
+	wrong := chunk.Sum([]byte("another"))
+	if _, err := b.Stage(t.Context(), wrong, bytes.NewReader(data)); !errors.Is(err, chunk.ErrHashMismatch) {
+		t.Fatalf("Stage with the wrong hash: error = %v, want ErrHashMismatch", err)
+	}
+	mustBeAbsent(t, b, wrong)
+	if n, err := b.CleanTemp(t.Context()); err != nil || n != 0 {
+		t.Errorf("CleanTemp after a refused Stage = %d, %v; want nothing left to clean", n, err)
+	}
+}
+
+func testStagePublishCancelled(t *testing.T, b store.Blobs) {
+	data := content(24, 5000)
+	h := chunk.Sum(data)
+	st, err := b.Stage(t.Context(), h, bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("Stage error = %v", err)
+	}
+	defer st.Discard()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := st.Publish(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Publish with a cancelled context: error = %v, want context.Canceled", err)
+	}
+	mustBeAbsent(t, b, h)
 }

@@ -10,11 +10,12 @@ import (
 	"path/filepath"
 
 	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/store"
 )
 
 // Put streams r into the store under h and returns the number of bytes
-// written once the blob is durable. See the package documentation for the
-// order of steps and why each exists.
+// written once the blob is durable: Stage, then Publish. See the package
+// documentation for the order of steps and why each exists.
 //
 // Put returns an error wrapping chunk.ErrHashMismatch if the content does not
 // hash to h, r's own error (wrapped, so errors.Is and errors.As see it) if
@@ -23,64 +24,116 @@ import (
 // left behind, short of a failure to remove it (which is logged; CleanTemp
 // removes it later).
 func (d *Disk) Put(ctx context.Context, h chunk.Hash, r io.Reader) (size int64, err error) {
+	st, err := d.Stage(ctx, h, r)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Discard()
+	if err := st.Publish(ctx); err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// staged is a verified, synced temp file waiting to be published.
+type staged struct {
+	d       *Disk
+	h       chunk.Hash
+	dir     string
+	tmpName string
+	size    int64
+	// renamed: the temp file is now the blob (or was removed after a
+	// failed directory sync); nothing is left to discard.
+	renamed bool
+}
+
+var _ store.StagedBlob = (*staged)(nil)
+
+// Stage is steps 1 to 5 of Put: the body is streamed to a temp file next
+// to the blob's final name, verified against h, made read-only and synced.
+// It takes no lock: a slow body delays nobody else. The errors are Put's;
+// on error nothing is left behind.
+func (d *Disk) Stage(ctx context.Context, h chunk.Hash, r io.Reader) (store.StagedBlob, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("disk: put %s: %w", h, err)
+		return nil, fmt.Errorf("disk: put %s: %w", h, err)
 	}
 	dir := d.leafDir(h)
 	if err := d.mkdirs(h, dir); err != nil {
-		return 0, fmt.Errorf("disk: put %s: %w", h, err)
+		return nil, fmt.Errorf("disk: put %s: %w", h, err)
 	}
 	// The temp file lives in the final directory so that the rename is
 	// within one directory (atomic, and one directory to sync).
 	tmp, err := d.fs.CreateTemp(dir, tempPrefix+"*")
 	if err != nil {
-		return 0, fmt.Errorf("disk: put %s: create temp: %w", h, err)
+		return nil, fmt.Errorf("disk: put %s: create temp: %w", h, err)
 	}
-	tmpName := tmp.Name()
-	closed, renamed := false, false
+	st := &staged{d: d, h: h, dir: dir, tmpName: tmp.Name()}
+	closed, ok := false, false
 	defer func() {
-		if renamed {
+		if ok {
 			return
 		}
 		if !closed {
 			_ = tmp.Close() // the write already failed; this error adds nothing
 		}
-		if rerr := d.fs.Remove(tmpName); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			d.log.WarnContext(ctx, "cannot remove temp file of failed put", "hash", h.String(), "path", tmpName, "err", rerr)
-		}
+		st.Discard()
 	}()
 
 	n, got, err := d.copy(ctx, tmp, r)
 	if err != nil {
-		return 0, fmt.Errorf("disk: put %s: %w", h, err)
+		return nil, fmt.Errorf("disk: put %s: %w", h, err)
 	}
 	if got != h {
-		return 0, fmt.Errorf("disk: put %s: content hashes to %s: %w", h, got, chunk.ErrHashMismatch)
+		return nil, fmt.Errorf("disk: put %s: content hashes to %s: %w", h, got, chunk.ErrHashMismatch)
 	}
 	// Read-only before the Sync, so the mode is made durable with the data:
 	// immutability is also a file mode.
 	if err := tmp.Chmod(filePerm); err != nil {
-		return 0, fmt.Errorf("disk: put %s: chmod temp: %w", h, err)
+		return nil, fmt.Errorf("disk: put %s: chmod temp: %w", h, err)
 	}
 	// Without this Sync a crash after the rename can leave the final name
 	// pointing at a zero-length or partial file.
 	if err := tmp.Sync(); err != nil {
-		return 0, fmt.Errorf("disk: put %s: sync temp: %w", h, err)
+		return nil, fmt.Errorf("disk: put %s: sync temp: %w", h, err)
 	}
 	closed = true
 	// Close reports deferred write errors on some filesystems (NFS).
 	if err := tmp.Close(); err != nil {
-		return 0, fmt.Errorf("disk: put %s: close temp: %w", h, err)
+		return nil, fmt.Errorf("disk: put %s: close temp: %w", h, err)
+	}
+	st.size, ok = n, true
+	return st, nil
+}
+
+// Size is the staged content's length.
+func (st *staged) Size() int64 { return st.size }
+
+// Publish is steps 6 to 8 of Put: unless ctx is done, the temp file is
+// renamed to the blob's name and the directory synced.
+func (st *staged) Publish(ctx context.Context) error {
+	if st.renamed {
+		return fmt.Errorf("disk: put %s: published twice", st.h)
 	}
 	// Last chance to honour a cancelled request: after the rename the blob is
 	// visible.
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("disk: put %s: %w", h, err)
+		return fmt.Errorf("disk: put %s: %w", st.h, err)
 	}
-	if err := d.publish(h, dir, tmpName, &renamed); err != nil {
-		return 0, fmt.Errorf("disk: put %s: %w", h, err)
+	if err := st.d.publish(st.h, st.dir, st.tmpName, &st.renamed); err != nil {
+		return fmt.Errorf("disk: put %s: %w", st.h, err)
 	}
-	return n, nil
+	return nil
+}
+
+// Discard removes the temp file unless it was published.
+func (st *staged) Discard() {
+	if st.renamed {
+		return
+	}
+	st.renamed = true // nothing left to discard after this
+	if rerr := st.d.fs.Remove(st.tmpName); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		st.d.log.Warn("cannot remove temp file of failed put", "hash", st.h.String(), "path", st.tmpName, "err", rerr)
+	}
 }
 
 // publish renames the verified, synced temp file to the blob's name and
