@@ -27,7 +27,7 @@ func FuzzReadBatch(f *testing.F) {
 	f.Add(huge)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		items, err := readBatch(bytes.NewReader(body), max)
+		items, err := readBatch(bytes.NewReader(body), int64(len(body)), max)
 		if err != nil {
 			if status, _ := errorStatus(err); status != http.StatusBadRequest {
 				t.Fatalf("readBatch refused %d bytes with status %d (%v): a malformed body is the client's error", len(body), status, err)
