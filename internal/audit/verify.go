@@ -76,7 +76,7 @@ type Report struct {
 	ChunksChecked int        `json:"chunks_checked"`
 	// ContentChecked counts the chunks downloaded and re-hashed.
 	ContentChecked int       `json:"content_checked"`
-	Findings      []Finding  `json:"findings"`
+	Findings       []Finding `json:"findings"`
 }
 
 // Verify fetches the vault's checkpoint, checks its signature and origin,
