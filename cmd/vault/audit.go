@@ -37,6 +37,12 @@ commands:
 Both need VAULT_URL and an auditor token in VAULT_TOKEN, and a state
 directory (--state) that holds the pinned checkpoint key and the last
 verified checkpoint. Keep it on the auditor's machine, not the vault's.
+
+Content proofs: an auditor token never reads content. Given a reader token
+as well (VAULT_READER_TOKEN, or a file named by VAULT_READER_TOKEN_FILE),
+verify downloads a random sample of live chunks and re-hashes them
+(--sample-content, default 100), and prove-retained downloads and re-hashes
+the chunk it proves.
 `
 
 // State directory files.
@@ -138,9 +144,29 @@ func runAuditVerify(ctx context.Context, args []string, getenv func(string) stri
 	af := addAPIFlags(fs, getenv)
 	stateDir := fs.String("state", getenv("VAULT_AUDIT_STATE"), "auditor state directory: pinned key and last checkpoint (VAULT_AUDIT_STATE)")
 	keyText := fs.String("key", "", "the vault's checkpoint verifier key (first run; from its checkpoint.vkey, out of band)")
-	chunks := fs.String("check-chunks", "1000", "live chunks to look up in the vault: a number (random sample), all, or 0")
+	chunks := fs.String("check-chunks", "1000", "live chunks to look up in the vault (HEAD, existence only): a number (random sample), all, or 0")
+	sample := fs.String("sample-content", "", "live chunks to download and re-hash with the reader token in VAULT_READER_TOKEN: a number (random sample), all, or 0 (default: 100 with a reader token, else 0)")
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
+	}
+	readerTok := strings.TrimSpace(getenv("VAULT_READER_TOKEN"))
+	sampleN := 0
+	switch {
+	case *sample == "" && readerTok != "":
+		sampleN = 100
+	case *sample == "":
+	case *sample == "all":
+		sampleN = -1
+	default:
+		n, err := strconv.Atoi(*sample)
+		if err != nil || n < 0 {
+			return fmt.Errorf("audit verify: --sample-content %q: want a number or all", *sample)
+		}
+		sampleN = n
+	}
+	if sampleN != 0 && readerTok == "" {
+		return errors.New("audit verify: --sample-content needs a reader token in VAULT_READER_TOKEN (or VAULT_READER_TOKEN_FILE): " +
+			"an auditor token never reads content; pass --sample-content 0 to skip the content sample")
 	}
 	if *stateDir == "" {
 		return errors.New("audit verify: --state is required")
@@ -166,8 +192,16 @@ func runAuditVerify(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return err
 	}
+	opts := audit.Options{Verifier: v, Kept: kept, CheckChunks: check, SampleContent: sampleN}
+	if sampleN != 0 {
+		rc, err := client.New(af.url, readerTok, nil)
+		if err != nil {
+			return err
+		}
+		opts.Content = client.ContentSource{C: rc}
+	}
 	start := time.Now()
-	rep, err := audit.Verify(ctx, client.AuditSource{C: c}, audit.Options{Verifier: v, Kept: kept, CheckChunks: check})
+	rep, err := audit.Verify(ctx, client.AuditSource{C: c}, opts)
 	if err != nil && !errors.Is(err, audit.ErrFailed) {
 		return err
 	}
@@ -182,8 +216,11 @@ func runAuditVerify(ctx context.Context, args []string, getenv func(string) stri
 		} else {
 			fmt.Fprintln(stdout, "kept checkpoint: none (first run)")
 		}
-		fmt.Fprintf(stdout, "entries recomputed: %d; live chunks: %d, looked up: %d; %s\n",
-			rep.Entries, rep.LiveChunks, rep.ChunksChecked, time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(stdout, "entries recomputed: %d; live chunks: %d, looked up: %d, downloaded and re-hashed: %d; %s\n",
+			rep.Entries, rep.LiveChunks, rep.ChunksChecked, rep.ContentChecked, time.Since(start).Round(time.Millisecond))
+		if opts.Content == nil {
+			fmt.Fprintln(stdout, "content: not sampled (no reader token given): existence is not proof that the bytes are intact")
+		}
 		for _, f := range rep.Findings {
 			fmt.Fprintln(stdout, "FAIL", f)
 		}
@@ -255,14 +292,44 @@ func runAuditProve(ctx context.Context, args []string, getenv func(string) strin
 		return fmt.Errorf("audit prove-retained: the inclusion proof does not verify against the signed checkpoint: %w", err)
 	}
 	stored, err := c.HasChunk(ctx, h)
-	if err != nil {
+	damaged := errors.Is(err, audit.ErrChunkDamaged)
+	if err != nil && !damaged {
 		return err
+	}
+	// With a reader token, the proof covers the bytes: download and
+	// re-hash them.
+	content := "not checked (no reader token given)"
+	var contentErr error
+	switch {
+	case damaged:
+		content = "DAMAGED in the vault, awaiting a re-upload"
+		contentErr = err
+	case !stored:
+		content = "not stored"
+	}
+	if tok := strings.TrimSpace(getenv("VAULT_READER_TOKEN")); tok != "" && stored {
+		rc, err := client.New(af.url, tok, nil)
+		if err != nil {
+			return err
+		}
+		if contentErr = (client.ContentSource{C: rc}).VerifyContent(ctx, h); contentErr == nil {
+			content = "downloaded and re-hashed: OK"
+		} else {
+			content = "FAILED: " + contentErr.Error()
+		}
 	}
 	if af.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"checkpoint": string(msg), "index": inc.Index, "size": cp.Size,
-			"proof": inc.Proof, "entry": json.RawMessage(inc.Payload), "verified": true, "stored": stored})
+		if err := enc.Encode(map[string]any{"checkpoint": string(msg), "index": inc.Index, "size": cp.Size,
+			"proof": inc.Proof, "entry": json.RawMessage(inc.Payload), "verified": true, "stored": stored,
+			"damaged": damaged, "content": content}); err != nil {
+			return err
+		}
+		if contentErr != nil {
+			return fmt.Errorf("audit prove-retained: the vault did not serve bytes that hash to %s: %w", h, contentErr)
+		}
+		return nil
 	}
 	fmt.Fprintf(stdout, "chunk %s\n", h)
 	fmt.Fprintf(stdout, "committed: entry %d (leaf %d), %s, %d bytes by %s, retain until %s\n",
@@ -273,6 +340,13 @@ func runAuditProve(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprintf(stdout, "  %s\n", p)
 	}
 	fmt.Fprintf(stdout, "still stored: %s (run `vault audit verify` to check that any removal was an approved deletion)\n", yesNo(stored))
+	if damaged {
+		fmt.Fprintln(stdout, "DAMAGED: the vault holds this chunk damaged; it awaits a re-upload")
+	}
+	fmt.Fprintf(stdout, "content: %s\n", content)
+	if contentErr != nil {
+		return fmt.Errorf("audit prove-retained: the vault did not serve bytes that hash to %s: %w", h, contentErr)
+	}
 	fmt.Fprintln(stdout, "OK: the proof verifies against the vault's signed checkpoint")
 	return nil
 }

@@ -41,6 +41,7 @@ type auditLogFixture struct {
 	url    string               // the in-process API server
 	reg    *prometheus.Registry // the store's metrics
 	logs   *logSink             // the store's and the API's JSON log
+	reader string               // a reader token, for content samples
 }
 
 const auditFixtureVaultID = "audit-cli-test"
@@ -78,8 +79,12 @@ func newAuditLogFixture(t testing.TB) *auditLogFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	readerTok, _, err := issuer.Issue(auth.RoleReader, "auditor-1-content", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := &auditLogFixture{dir: dir, dbURL: dbURL, pool: pool, owner: pgtest.OwnerPool(t, pool), store: st, keys: keys, clk: clk, url: srv.URL, reg: reg, logs: logs,
-		env: map[string]string{"VAULT_URL": srv.URL, "VAULT_TOKEN": tok}}
+		env: map[string]string{"VAULT_URL": srv.URL, "VAULT_TOKEN": tok}, reader: readerTok}
 	f.putChunks(t, 4)
 	f.integrate(t)
 	return f
@@ -188,5 +193,62 @@ func TestServeRollbackGuard(t *testing.T) {
 	err = guardRollback(ctx, f.store, f.dir, f.keys, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "refusing to start") {
 		t.Fatalf("guard on the restored database = %v, want a refusal", err)
+	}
+}
+
+// TestAuditVerifySamplesContent: with a reader token, audit verify
+// downloads and re-hashes chunks, so a chunk whose bytes rotted on the
+// vault's disk fails the audit even though HEAD still says it exists; an
+// auditor token alone never reads content.
+func TestAuditVerifySamplesContent(t *testing.T) {
+	t.Parallel()
+	f := newAuditLogFixture(t)
+	state := filepath.Join(t.TempDir(), "state")
+	withReader := map[string]string{"VAULT_URL": f.env["VAULT_URL"], "VAULT_TOKEN": f.env["VAULT_TOKEN"], "VAULT_READER_TOKEN": f.reader}
+
+	r := runCLI(t, withReader, nil, "audit", "verify", "--state", state, "--key", f.keys.vkey, "--sample-content", "all")
+	if r.err != nil || !strings.Contains(r.stdout, "downloaded and re-hashed: 4") {
+		t.Fatalf("audit verify --sample-content all = %v:\n%s", r.err, r.stdout)
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{f.env, []string{"--sample-content", "5"}, "VAULT_READER_TOKEN"},
+		{withReader, []string{"--sample-content", "-1"}, "--sample-content"},
+		{withReader, []string{"--sample-content", "some"}, "--sample-content"},
+	} {
+		r := runCLI(t, tt.env, nil, append([]string{"audit", "verify", "--state", state}, tt.args...)...)
+		if r.err == nil || !strings.Contains(r.err.Error(), tt.want) {
+			t.Errorf("audit verify %v = %v, want an error naming %s", tt.args, r.err, tt.want)
+		}
+	}
+	// Without a reader token the output says content was not sampled.
+	if r := f.run(t, "audit", "verify", "--state", state); r.err != nil || !strings.Contains(r.stdout, "content: not sampled") {
+		t.Errorf("audit verify without a reader token = %v:\n%s", r.err, r.stdout)
+	}
+
+	// One bit flips in a chunk file: HEAD still finds it, content does not verify.
+	victim := f.chunks[2]
+	path := filepath.Join(f.dir, "blake3", victim.String()[:2], victim.String()[2:4], victim.String())
+	os.Chmod(path, 0o640)
+	flip(t, path, 50)
+	if r := f.run(t, "audit", "verify", "--state", state, "--check-chunks", "all", "--sample-content", "0"); r.err != nil {
+		t.Fatalf("existence-only audit = %v, want OK (HEAD cannot see rot):\n%s", r.err, r.stdout)
+	}
+	r = runCLI(t, withReader, nil, "audit", "verify", "--state", state, "--check-chunks", "0", "--sample-content", "all")
+	if r.err == nil || !strings.Contains(r.stdout, victim.String()) || !strings.Contains(r.stdout, "damaged") {
+		t.Fatalf("content audit of a rotted chunk = %v:\n%s\nwant a failure naming it", r.err, r.stdout)
+	}
+	// The refused read recorded the damage: HEAD now says so, and
+	// prove-retained reports it.
+	r = runCLI(t, withReader, nil, "audit", "prove-retained", "--state", state, victim.String())
+	if r.err == nil || !strings.Contains(r.stdout, "still stored: no") || !strings.Contains(r.stdout, "DAMAGED") {
+		t.Errorf("prove-retained of a damaged chunk = %v:\n%s", r.err, r.stdout)
+	}
+	r = runCLI(t, withReader, nil, "audit", "prove-retained", "--state", state, f.chunks[1].String())
+	if r.err != nil || !strings.Contains(r.stdout, "downloaded and re-hashed: OK") {
+		t.Errorf("prove-retained with a reader token = %v:\n%s", r.err, r.stdout)
 	}
 }

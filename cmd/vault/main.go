@@ -34,6 +34,7 @@ commands:
   serve    run the vault server (as the runtime role: refuses to start while migrations are pending)
   migrate  apply database migrations as the schema owner (--owner-url) and exit
   reindex  rebuild the database index from the data directory (journal, files, packs), as the schema owner
+  scrub    re-hash every stored chunk now (server stopped); status: the scrub's position and damaged chunks
   token    issue or revoke access tokens
   admin    keygen; deletions: request, approve, cancel, list, show; admins; execute-due
   hash     print the BLAKE3 address of files (the name to PUT a chunk under)
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return runMigrate(ctx, rest, getenv, stderr)
 	case "reindex":
 		return runReindex(ctx, rest, getenv, stdout, stderr)
+	case "scrub":
+		return runScrub(ctx, rest, getenv, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "hash":

@@ -48,6 +48,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("serve: token-signing key: %w", err)
 	}
+	// One process writes the data directory's journal at a time.
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer unlock()
 
 	pool, err := openServeDB(ctx, cfg.DatabaseURL, dbOptions{
 		MaxConns:         cfg.DBMaxConns,
@@ -180,6 +186,19 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Error("DATA LOSS: indexed chunks have no content on disk", "count", rep.Missing, "first", rep.MissingList)
 	}
 
+	// Damage and scrub metrics come from the database, so that a restart
+	// does not reset them.
+	dmg, err := st.LoadDamageMetrics(ctx)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err := st.LoadScrubMetrics(ctx); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if dmg.Open > 0 {
+		log.Error("DAMAGE: chunks are damaged and await a re-upload (vault scrub status --damaged)", "count", dmg.Open)
+	}
+
 	verifier := auth.NewVerifier(key.Public().(ed25519.PublicKey), v.ID, st, clk)
 	for _, rk := range v.RetiredKeys {
 		if err := verifier.AddRetiredKey(rk.PublicKey, rk.NotAfter); err != nil {
@@ -201,6 +220,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	go runExecutor(ctx, st, cfg.ExecutorInterval, log)
 	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
 	go st.WatchRevocations(ctx)
+	go runScrubLoop(ctx, st, cfg.ScrubBandwidth, cfg.ScrubInterval, log)
 	if cfg.PprofListen != "" {
 		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
 			return err

@@ -34,10 +34,13 @@ const (
 )
 
 type batchResultJSON struct {
-	Hash    chunk.Hash `json:"hash"`
-	Status  string     `json:"status"` // created, exists or refused
-	Code    string     `json:"code,omitempty"`
-	Message string     `json:"message,omitempty"`
+	Hash   chunk.Hash `json:"hash"`
+	Status string     `json:"status"` // created, exists or refused
+	// Repaired (with status exists): the chunk was damaged and this
+	// batch's verified bytes repaired it.
+	Repaired bool   `json:"repaired,omitempty"`
+	Code     string `json:"code,omitempty"`
+	Message  string `json:"message,omitempty"`
 }
 
 func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
@@ -78,7 +81,7 @@ func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]batchResultJSON, len(results))
 	for i, res := range results {
-		out[i] = batchResultJSON{Hash: res.Hash, Status: "exists"}
+		out[i] = batchResultJSON{Hash: res.Hash, Status: "exists", Repaired: res.Repaired}
 		switch {
 		case res.Err != nil:
 			status, code := errorStatus(res.Err)

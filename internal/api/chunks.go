@@ -19,6 +19,10 @@ import (
 // agent asks for; on HEAD and GET responses, the chunk's retention.
 const HeaderRetainUntil = "Vault-Retain-Until"
 
+// HeaderDamaged is set ("true") on a 404 answer to HEAD for a chunk that is
+// indexed but damaged, awaiting a re-upload.
+const HeaderDamaged = "Vault-Damaged"
+
 var (
 	errNoRoute = fmt.Errorf("%w: no such route", store.ErrNotFound)
 )
@@ -41,12 +45,15 @@ func (b clientBody) Read(p []byte) (int, error) {
 }
 
 type chunkJSON struct {
-	Hash        chunk.Hash `json:"hash"`
-	Size        int64      `json:"size"`
-	Created     *bool      `json:"created,omitempty"`
-	StoredAt    time.Time  `json:"stored_at"`
-	RetainUntil time.Time  `json:"retain_until"`
-	UploadedBy  string     `json:"uploaded_by,omitempty"`
+	Hash    chunk.Hash `json:"hash"`
+	Size    int64      `json:"size"`
+	Created *bool      `json:"created,omitempty"`
+	// Repaired: the chunk was stored but damaged, and this upload's
+	// verified bytes repaired it.
+	Repaired    bool      `json:"repaired,omitempty"`
+	StoredAt    time.Time `json:"stored_at"`
+	RetainUntil time.Time `json:"retain_until"`
+	UploadedBy  string    `json:"uploaded_by,omitempty"`
 }
 
 func hashParam(r *http.Request) (chunk.Hash, error) {
@@ -89,7 +96,7 @@ func (h *handler) putChunk(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 	}
 	writeJSON(w, status, chunkJSON{
-		Hash: res.Chunk.Hash, Size: res.Chunk.Size, Created: &res.Created,
+		Hash: res.Chunk.Hash, Size: res.Chunk.Size, Created: &res.Created, Repaired: res.Repaired,
 		StoredAt: res.Chunk.StoredAt.UTC(), RetainUntil: res.Chunk.RetainUntil.UTC(),
 	})
 }
@@ -100,7 +107,12 @@ func (h *handler) headChunk(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	c, err := h.store.Stat(r.Context(), hash)
+	// A damaged chunk is not stored as far as agents go: they upload it
+	// again, which repairs it. HEAD has no body, so a header says why.
+	c, err := h.store.StatHealthy(r.Context(), hash)
+	if errors.Is(err, store.ErrDamaged) {
+		w.Header().Set(HeaderDamaged, "true")
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return

@@ -60,6 +60,9 @@ func errorStatus(err error) (status int, code string) {
 		// A token authenticates the call; only an admin's own key
 		// approves, requests or cancels.
 		return http.StatusForbidden, "bad_signature"
+	case errors.Is(err, store.ErrDamaged) && !errors.Is(err, store.ErrCorrupt):
+		// Indexed but damaged: not stored as far as agents go (HEAD).
+		return http.StatusNotFound, "damaged"
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "not_found"
 	case errors.Is(err, store.ErrRetentionShortened):

@@ -60,6 +60,8 @@ var errorCases = []struct {
 
 	// Precedence where one error carries two meanings.
 	{"corrupt beats hash mismatch", fmt.Errorf("open: %w: %w", store.ErrCorrupt, chunk.ErrHashMismatch), 500, "corrupt"},
+	{"damaged", fmt.Errorf("head: %w", store.ErrDamaged), 404, "damaged"},
+	{"damaged read is corrupt", fmt.Errorf("open: %w: %w", store.ErrCorrupt, store.ErrDamaged), 500, "corrupt"},
 	{"oversize body read inside bad JSON", fmt.Errorf("%w: request body: %w", errBadRequest, &http.MaxBytesError{Limit: 1}), 413, "too_large"},
 	{"oversize body read inside a store error", fmt.Errorf("store: put: %w", &http.MaxBytesError{Limit: 1}), 413, "too_large"},
 	{"slow body read inside a store error", fmt.Errorf("store: put: %w: reading request body: %w", errBadRequest, errTooSlow), 408, "too_slow"},

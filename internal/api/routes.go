@@ -107,6 +107,8 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(agent)).Post("/chunks/missing", h.missingChunks)
 		r.With(h.require(agent)).Post("/chunks/retain", h.retainChunks)
 		r.With(h.require(auditor, admin)).Get("/chunks/{hash}/retention", h.chunkRetention)
+		r.With(h.require(auditor, admin)).Get("/damaged", h.listDamaged)
+		r.With(h.require(auditor, admin)).Get("/scrub", h.scrubStatus)
 
 		r.With(h.require(agent)).Post("/snapshots", h.commitSnapshot)
 		r.With(h.require(reader, auditor, admin)).Get("/snapshots", h.listSnapshots)

@@ -56,7 +56,47 @@ const (
 	ActionDeletionExecuted = "deletion.executed"
 	ActionDeletionRefused  = "deletion.refused"
 	ActionDeletionExpire   = "deletion.expire"
+	// Damage found and healed (scrub and self-healing): they change no
+	// rule of the replay, and are kept so that auditors see every
+	// detection, repair and finished scrub pass.
+	ActionChunkDamage = "chunk.damage"
+	ActionChunkRepair = "chunk.repair"
+	ActionScrubPass   = "scrub.pass"
 )
+
+// ChunkDamage is the details of a chunk.damage entry: a chunk's stored
+// copy was found not to match its address, or gone. Its row, retention and
+// holds are unchanged; agents are told it is missing until a verified
+// re-upload repairs it.
+type ChunkDamage struct {
+	Hash       string `json:"hash"`
+	DamageID   int64  `json:"damage_id"`
+	DetectedBy string `json:"detected_by"` // scrub, read
+	Location   string `json:"location"`    // file, pack
+	Detail     string `json:"detail"`
+}
+
+// ChunkRepair is the details of a chunk.repair entry: an upload whose
+// bytes hash to the address restored a damaged chunk.
+type ChunkRepair struct {
+	Hash     string `json:"hash"`
+	DamageID int64  `json:"damage_id"`
+	// How: "rewritten" (a fresh file written from the upload) or
+	// "verified" (the stored copy verifies after all, so nothing was
+	// written).
+	How string `json:"how"`
+}
+
+// ScrubPass is the details of a scrub.pass entry, written when a full
+// scrub pass finishes.
+type ScrubPass struct {
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+	Chunks     int64     `json:"chunks"`
+	Bytes      int64     `json:"bytes"`
+	Damaged    int64     `json:"damaged"`
+	Unindexed  int64     `json:"unindexed"`
+}
 
 // ChunkCommit is the details of a chunk.commit entry, written in the
 // transaction that indexes the chunk (the group commit), so that no

@@ -25,6 +25,8 @@ const (
 	RuleCancelled    = "cancelled"     // a cancelled deletion executed
 	RuleRetention    = "retention"     // a retention shortened
 	RuleChunkRemoved = "chunk-removed" // a chunk gone without an executed deletion
+	RuleChunkDamaged = "chunk-damaged" // a chunk the vault holds damaged (awaiting a re-upload)
+	RuleChunkContent = "chunk-content" // a sampled chunk's bytes did not download and hash right
 	RuleAdminSet     = "admin-set"     // an admin-set change without an executed request
 )
 

@@ -16,6 +16,14 @@ import (
 // report lists what.
 var ErrFailed = errors.New("audit: verification failed")
 
+// ErrChunkDamaged: the vault has the chunk indexed but its stored copy is
+// damaged (it awaits a re-upload). Source and ContentSource methods wrap
+// it; Verify reports it as a finding.
+var ErrChunkDamaged = errors.New("audit: the vault holds the chunk damaged")
+
+// ErrChunkAbsent: the vault does not have the chunk.
+var ErrChunkAbsent = errors.New("audit: the vault does not have the chunk")
+
 // Source is the vault as the verifier sees it.
 type Source interface {
 	// Checkpoint returns the latest signed checkpoint note.
@@ -26,8 +34,18 @@ type Source interface {
 	// ConsistencyProof proves that the tree of size from is a prefix of
 	// the tree of size to.
 	ConsistencyProof(ctx context.Context, from, to int64) (tlog.TreeProof, error)
-	// ChunkExists reports whether the vault still stores h.
+	// ChunkExists reports whether the vault still stores h; an error
+	// wrapping ErrChunkDamaged if it holds h damaged.
 	ChunkExists(ctx context.Context, h chunk.Hash) (bool, error)
+}
+
+// ContentSource downloads chunk content, for the content sample.
+type ContentSource interface {
+	// VerifyContent downloads h whole and re-hashes it. It returns nil if
+	// the bytes hash to h, an error wrapping ErrChunkAbsent if the vault
+	// does not have h, and any other error if the vault did not serve
+	// bytes that hash to h (ErrChunkDamaged if it says so itself).
+	VerifyContent(ctx context.Context, h chunk.Hash) error
 }
 
 // Options configure a verification.
@@ -37,6 +55,11 @@ type Options struct {
 	// CheckChunks is how many live chunks to look up in the vault: 0
 	// none, a negative number all of them, else a random sample.
 	CheckChunks int
+	// Content downloads and re-hashes SampleContent live chunks chosen at
+	// random (negative: all of them): existence is metadata, only content
+	// proves the vault still holds the data. Nil: no content sample.
+	Content       ContentSource
+	SampleContent int
 	// Progress, if set, is called after each page of entries.
 	Progress func(done, total int64)
 }
@@ -51,7 +74,9 @@ type Report struct {
 	Entries       int64      `json:"entries"`
 	LiveChunks    int        `json:"live_chunks"`
 	ChunksChecked int        `json:"chunks_checked"`
-	Findings      []Finding  `json:"findings"`
+	// ContentChecked counts the chunks downloaded and re-hashed.
+	ContentChecked int       `json:"content_checked"`
+	Findings       []Finding `json:"findings"`
 }
 
 // Verify fetches the vault's checkpoint, checks its signature and origin,
@@ -156,12 +181,43 @@ func Verify(ctx context.Context, src Source, o Options) (Report, error) {
 	}
 	for _, i := range idx {
 		ok, err := src.ChunkExists(ctx, live[i])
+		if errors.Is(err, ErrChunkDamaged) {
+			rep.ChunksChecked++
+			fail(seqs[i], RuleChunkDamaged, "chunk %s (committed at entry %d) is damaged in the vault and awaits a re-upload", live[i], seqs[i])
+			continue
+		}
 		if err != nil {
 			return rep, fmt.Errorf("audit: look up chunk %s: %w", live[i], err)
 		}
 		rep.ChunksChecked++
 		if !ok {
 			fail(seqs[i], RuleChunkRemoved, "chunk %s (committed at entry %d) is gone from the vault, and no executed deletion removed it", live[i], seqs[i])
+		}
+	}
+	if o.Content != nil && o.SampleContent != 0 {
+		sample := make([]int, len(live))
+		for i := range sample {
+			sample[i] = i
+		}
+		rand.Shuffle(len(sample), func(i, j int) { sample[i], sample[j] = sample[j], sample[i] })
+		if o.SampleContent > 0 && o.SampleContent < len(sample) {
+			sample = sample[:o.SampleContent]
+		}
+		for _, i := range sample {
+			err := o.Content.VerifyContent(ctx, live[i])
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+			rep.ContentChecked++
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrChunkAbsent):
+				fail(seqs[i], RuleChunkRemoved, "chunk %s (committed at entry %d) is gone from the vault, and no executed deletion removed it", live[i], seqs[i])
+			case errors.Is(err, ErrChunkDamaged):
+				fail(seqs[i], RuleChunkDamaged, "chunk %s (committed at entry %d) is damaged in the vault and awaits a re-upload", live[i], seqs[i])
+			default:
+				fail(seqs[i], RuleChunkContent, "chunk %s (committed at entry %d): the vault did not serve bytes that hash to it: %v", live[i], seqs[i], err)
+			}
 		}
 	}
 	return done()

@@ -96,6 +96,9 @@ func (c *Client) HasChunk(ctx context.Context, h chunk.Hash) (bool, error) {
 	resp, err := c.send(ctx, http.MethodHead, "/v1/chunks/"+h.String(), nil, nil, nil)
 	var e *Error
 	if errors.As(err, &e) && e.StatusCode == http.StatusNotFound {
+		if e.Damaged {
+			return false, fmt.Errorf("client: chunk %s: %w", h, audit.ErrChunkDamaged)
+		}
 		return false, nil
 	}
 	if err != nil {
@@ -119,4 +122,30 @@ func (s AuditSource) ConsistencyProof(ctx context.Context, from, to int64) (tlog
 }
 func (s AuditSource) ChunkExists(ctx context.Context, h chunk.Hash) (bool, error) {
 	return s.C.HasChunk(ctx, h)
+}
+
+// ContentSource is the vault's chunk content over HTTP, read with a
+// reader token, for audit.Verify's content sample.
+type ContentSource struct{ C *Client }
+
+var _ audit.ContentSource = ContentSource{}
+
+// VerifyContent downloads h and re-hashes it while reading.
+func (s ContentSource) VerifyContent(ctx context.Context, h chunk.Hash) error {
+	rc, err := s.C.GetChunk(ctx, h)
+	var e *Error
+	if errors.As(err, &e) {
+		switch {
+		case e.StatusCode == http.StatusNotFound:
+			return fmt.Errorf("client: chunk %s: %w", h, audit.ErrChunkAbsent)
+		case e.Code == "corrupt" || e.Code == "content_missing":
+			return fmt.Errorf("client: chunk %s: %w (%s)", h, audit.ErrChunkDamaged, e.Code)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc) // the reader fails on bytes that do not hash to h
+	return err
 }

@@ -51,6 +51,9 @@ type Error struct {
 	// Missing and MissingTotal are set for code "missing_chunks".
 	Missing      []chunk.Hash
 	MissingTotal int64
+	// Damaged: a 404 to HEAD for a chunk the vault holds damaged (the
+	// Vault-Damaged header; HEAD has no body to carry the code).
+	Damaged bool
 }
 
 func (e *Error) Error() string {
@@ -148,10 +151,11 @@ func decodeError(resp *http.Response) error {
 		if msg == "" {
 			msg = http.StatusText(resp.StatusCode)
 		}
-		return &Error{StatusCode: resp.StatusCode, Message: msg}
+		return &Error{StatusCode: resp.StatusCode, Message: msg, Damaged: resp.Header.Get("Vault-Damaged") == "true"}
 	}
 	e := body.Error
-	return &Error{StatusCode: resp.StatusCode, Code: e.Code, Message: e.Message, Missing: e.Missing, MissingTotal: e.MissingTotal}
+	return &Error{StatusCode: resp.StatusCode, Code: e.Code, Message: e.Message, Missing: e.Missing, MissingTotal: e.MissingTotal,
+		Damaged: e.Code == "damaged" || resp.Header.Get("Vault-Damaged") == "true"}
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, query url.Values, out any) error {

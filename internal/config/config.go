@@ -20,6 +20,10 @@ const (
 	DefaultMaxChunkSize = 64 << 20
 	DefaultMinRetention = 30 * 24 * time.Hour
 	DefaultDBMaxConns   = 16
+	// The background scrub reads at most this much per second, and starts
+	// a full pass at most once per interval.
+	DefaultScrubBandwidth = "50MiB"
+	DefaultScrubInterval  = "24h"
 	// Deletion policy defaults and floors.
 	DefaultApprovalsRequired = 2
 	DefaultDeletionDelay     = 72 * time.Hour
@@ -115,6 +119,12 @@ type Serve struct {
 	BodyRateGrace time.Duration
 	// BatchMemory bounds the bytes of batch bodies held in memory at once.
 	BatchMemory int64
+	// ScrubBandwidth bounds the background scrub's reads, in bytes per
+	// second; 0 disables the background scrub.
+	ScrubBandwidth int64
+	// ScrubInterval is the least time between the starts of two full
+	// background scrub passes.
+	ScrubInterval time.Duration
 }
 
 // LoadServe parses args (without the subcommand name) over the environment
@@ -149,6 +159,8 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.StringVar(&c.WebhookURL, "webhook-url", env("VAULT_WEBHOOK_URL", ""), "POST every deletion event as JSON to this URL (VAULT_WEBHOOK_URL)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", env("VAULT_PPROF_LISTEN", ""), "serve pprof profiles on this address, e.g. 127.0.0.1:6060; off by default (VAULT_PPROF_LISTEN)")
 	fs.BoolVar(&c.Dev, "dev", env("VAULT_DEV", "") == "1", "dev mode: relax safety floors, loudly (VAULT_DEV=1)")
+	scrubBandwidth := fs.String("scrub-bandwidth", env("VAULT_SCRUB_BANDWIDTH", DefaultScrubBandwidth), "most bytes per second the background scrub reads; 0 disables it (VAULT_SCRUB_BANDWIDTH)")
+	scrubInterval := fs.String("scrub-interval", env("VAULT_SCRUB_INTERVAL", DefaultScrubInterval), "least time between the starts of two full scrub passes (VAULT_SCRUB_INTERVAL)")
 	fs.BoolVar(&c.AllowPlaintext, "allow-plaintext", env("VAULT_ALLOW_PLAINTEXT", "") == "1", "allow plain HTTP on a non-loopback address (VAULT_ALLOW_PLAINTEXT=1)")
 	var envErrs []error
 	durationFlag(fs, &envErrs, &c.DBConnectTimeout, "db-connect-timeout", env("VAULT_DB_CONNECT_TIMEOUT", ""), DefaultDBConnectTimeout,
@@ -214,6 +226,12 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	if c.BatchMemory, err = ParseSize(*batchMem); err != nil {
 		return c, fmt.Errorf("config: batch memory: %w", err)
 	}
+	if c.ScrubBandwidth, err = ParseSize(*scrubBandwidth); err != nil {
+		return c, fmt.Errorf("config: scrub bandwidth: %w", err)
+	}
+	if c.ScrubInterval, err = ParseDuration(*scrubInterval); err != nil {
+		return c, fmt.Errorf("config: scrub interval: %w", err)
+	}
 	return c, c.Validate()
 }
 
@@ -239,6 +257,10 @@ func (c Serve) Validate() error {
 		return fmt.Errorf("%w: deletion delay must be positive, got %s", ErrUnsafe, c.DeletionDelay)
 	case c.DeletionDelay < SafeMinDeletionDelay && !c.Dev:
 		return fmt.Errorf("%w: deletion delay %s is below %s, too short for anyone to notice and cancel; only --dev allows that", ErrUnsafe, c.DeletionDelay, SafeMinDeletionDelay)
+	case c.ScrubBandwidth < 0:
+		return fmt.Errorf("config: scrub bandwidth %d must be 0 (off) or positive", c.ScrubBandwidth)
+	case c.ScrubInterval < time.Minute:
+		return fmt.Errorf("config: scrub interval %s must be at least a minute", c.ScrubInterval)
 	case c.RequestExpiry <= 0:
 		return fmt.Errorf("config: request expiry must be positive, got %s", c.RequestExpiry)
 	case c.ExecutorInterval < time.Second:

@@ -1,6 +1,8 @@
 // Package notify tells humans about deletions in flight: every request,
 // approval, schedule, cancel, expiry and execution is POSTed as JSON to a
-// webhook, so that a deletion cannot run its delay unnoticed.
+// webhook, so that a deletion cannot run its delay unnoticed. Damage found
+// and repaired (chunk.damaged, chunk.repaired) and finished scrub passes
+// (scrub.pass) go the same way.
 package notify
 
 import (

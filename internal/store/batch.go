@@ -20,7 +20,10 @@ type BatchItem struct {
 type BatchResult struct {
 	Hash    chunk.Hash
 	Created bool
-	Err     error
+	// Repaired: the chunk was stored but damaged, and this batch's
+	// verified bytes repaired it.
+	Repaired bool
+	Err      error
 }
 
 // PutBatch stores many small chunks at once, each verified and acknowledged
@@ -94,6 +97,10 @@ func (s *Store) PutBatch(ctx context.Context, uploader string, items []BatchItem
 		for i, r := range s.committer.commitAll(pending) {
 			results[pendingIdx[i]].Created, results[pendingIdx[i]].Err = r.created, r.err
 		}
+	}
+
+	if err := s.healBatch(ctx, uploader, items, results); err != nil {
+		return nil, err
 	}
 
 	if !retainUntil.IsZero() {

@@ -58,6 +58,9 @@ const chunkColumns = "hash, size, seq, stored_at, retain_until, uploaded_by, pac
 type PutResult struct {
 	Chunk   Chunk
 	Created bool // false: the chunk was already stored
+	// Repaired: the chunk was stored but damaged, and this upload's
+	// verified bytes repaired it (Created is false).
+	Repaired bool
 }
 
 const insertChunkSQL = `
@@ -146,8 +149,14 @@ func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, bod
 			return PutResult{}, err
 		}
 	}
+	// A damaged chunk is listed missing so that agents send it again:
+	// this upload's bytes, verified above, repair it.
+	repaired, err := s.healIfDamaged(ctx, uploader, existing, bytes.NewReader(it.data))
+	if err != nil {
+		return PutResult{}, err
+	}
 	c, err := s.extend(ctx, uploader, existing, extendTo(retainUntil, until))
-	return PutResult{Chunk: c}, err
+	return PutResult{Chunk: c, Repaired: repaired}, err
 }
 
 // putFile writes a chunk as its own file and indexes it. The body streams
@@ -208,6 +217,14 @@ func (s *Store) index(ctx context.Context, it *commitItem) (chunkRow, bool, erro
 
 // putExisting handles an upload of a chunk the index already has.
 func (s *Store) putExisting(ctx context.Context, uploader string, c Chunk, body io.Reader, until time.Time) (PutResult, error) {
+	repaired, err := s.healIfDamaged(ctx, uploader, c, body)
+	if err != nil {
+		return PutResult{}, err
+	}
+	if repaired {
+		c, err := s.extend(ctx, uploader, c, until)
+		return PutResult{Chunk: c, Repaired: true}, err
+	}
 	var statErr error
 	if !c.packed() {
 		// Packed chunks are not looked up on disk: a dedup hit on a small
@@ -243,7 +260,7 @@ func (s *Store) putExisting(ctx context.Context, uploader string, c Chunk, body 
 			return PutResult{}, err
 		}
 	}
-	c, err := s.extend(ctx, uploader, c, until)
+	c, err = s.extend(ctx, uploader, c, until)
 	return PutResult{Chunk: c}, err
 }
 
@@ -288,13 +305,18 @@ func (s *Store) Stat(ctx context.Context, h chunk.Hash) (Chunk, error) {
 
 const presentChunksSQL = `SELECT hash FROM chunks WHERE hash = ANY($1)`
 
+// healthyChunksSQL is presentChunksSQL without the chunks awaiting repair.
+const healthyChunksSQL = `SELECT hash FROM chunks c WHERE hash = ANY($1)
+AND NOT EXISTS (SELECT FROM damaged_chunks d WHERE d.hash = c.hash AND d.repaired_at IS NULL)`
+
 // Missing returns, in request order and without duplicates, the hashes that
-// are not stored.
+// are not stored, or stored but damaged (so that the agent uploads them
+// again, which repairs them).
 func (s *Store) Missing(ctx context.Context, hashes []chunk.Hash) ([]chunk.Hash, error) {
 	if len(hashes) > s.opts.MaxBatch {
 		return nil, invalid("hashes", "%d hashes, at most %d per request", len(hashes), s.opts.MaxBatch)
 	}
-	present, err := s.present(ctx, s.pool, hashes)
+	present, err := s.lookUp(ctx, s.pool, healthyChunksSQL, hashes)
 	if err != nil {
 		return nil, err
 	}
@@ -313,13 +335,17 @@ type querier interface {
 }
 
 func (s *Store) present(ctx context.Context, q querier, hashes []chunk.Hash) (map[chunk.Hash]struct{}, error) {
+	return s.lookUp(ctx, q, presentChunksSQL, hashes)
+}
+
+func (s *Store) lookUp(ctx context.Context, q querier, sql string, hashes []chunk.Hash) (map[chunk.Hash]struct{}, error) {
 	keys := make([][]byte, len(hashes))
 	for i := range hashes {
 		keys[i] = hashes[i][:]
 	}
 	ctx, cancel := s.lookupCtx(ctx)
 	defer cancel()
-	rows, _ := q.Query(ctx, presentChunksSQL, keys)
+	rows, _ := q.Query(ctx, sql, keys)
 	found, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
 	if err != nil {
 		return nil, dbErr("look up chunks", err)
@@ -425,12 +451,18 @@ func (s *Store) OpenChunk(ctx context.Context, h chunk.Hash) (io.ReadCloser, Chu
 		return nil, Chunk{}, err
 	}
 	if c.packed() {
-		return s.openPacked(ctx, c)
+		return s.openPacked(ctx, c, false)
 	}
 	f, size, err := s.blobs.Open(ctx, h)
 	if errors.Is(err, ErrNotFound) {
+		if open, derr := s.openDamage(ctx, []chunk.Hash{h}); derr == nil && open[h] != 0 {
+			// Quarantined as damaged: refused until a re-upload repairs it.
+			s.metrics.readsRefused.Inc()
+			return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w: %w", h, ErrCorrupt, ErrDamaged)
+		}
 		s.metrics.contentMissing.Inc()
 		s.log.ErrorContext(ctx, "data loss: indexed chunk has no content", "hash", h.String())
+		s.noteReadDamage(ctx, c, "content missing", false)
 		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w", h, ErrContentMissing)
 	}
 	if err != nil {
@@ -438,8 +470,9 @@ func (s *Store) OpenChunk(ctx context.Context, h chunk.Hash) (io.ReadCloser, Chu
 	}
 	if err := s.verify(f, h, size, c.Size); err != nil {
 		f.Close()
-		s.metrics.corrupt.Inc()
+		s.metrics.readsRefused.Inc()
 		s.log.ErrorContext(ctx, "corrupt chunk refused", "hash", h.String(), "err", err)
+		s.noteReadDamage(ctx, c, err.Error(), false)
 		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w: %w", h, ErrCorrupt, err)
 	}
 	return readCloser{chunk.NewVerifyingReader(f, h), f}, c, nil
@@ -466,23 +499,54 @@ type readCloser struct {
 
 // openPacked reads a packed chunk's record whole (it is small), verifies it
 // and serves it from memory, so what is verified is exactly what is sent.
-func (s *Store) openPacked(ctx context.Context, c Chunk) (io.ReadCloser, Chunk, error) {
+//
+// inTx says the caller holds a transaction's connection: damage found is
+// then recorded in the background, on a connection of its own.
+func (s *Store) openPacked(ctx context.Context, c Chunk, inTx bool) (io.ReadCloser, Chunk, error) {
 	if s.packs == nil {
 		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: packed in %d but packs are not configured", c.Hash, c.PackID)
 	}
 	data, err := s.packs.Read(c.location(), c.Hash, c.Size)
-	if errors.Is(err, pack.ErrNotFound) {
-		s.metrics.contentMissing.Inc()
-		s.log.ErrorContext(ctx, "data loss: pack of indexed chunk is missing", "hash", c.Hash.String(), "pack", c.PackID)
-		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w", c.Hash, ErrContentMissing)
-	}
 	if err == nil && chunk.Sum(data) != c.Hash {
 		err = chunk.ErrHashMismatch
 	}
-	if err != nil {
-		s.metrics.corrupt.Inc()
-		s.log.ErrorContext(ctx, "corrupt packed chunk refused", "hash", c.Hash.String(), "pack", c.PackID, "err", err)
-		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w: %w", c.Hash, ErrCorrupt, err)
+	if err == nil {
+		return io.NopCloser(bytes.NewReader(data)), c, nil
 	}
-	return io.NopCloser(bytes.NewReader(data)), c, nil
+	if copyData, cerr := s.readRepairCopy(ctx, c); cerr == nil {
+		// The record was damaged and a re-upload wrote a fresh copy as a
+		// file (packs are never rewritten): serve that, verified.
+		return io.NopCloser(bytes.NewReader(copyData)), c, nil
+	}
+	if errors.Is(err, pack.ErrNotFound) {
+		s.metrics.contentMissing.Inc()
+		s.log.ErrorContext(ctx, "data loss: pack of indexed chunk is missing", "hash", c.Hash.String(), "pack", c.PackID)
+		s.noteReadDamage(ctx, c, fmt.Sprintf("pack %d is missing", c.PackID), inTx)
+		return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w", c.Hash, ErrContentMissing)
+	}
+	s.metrics.readsRefused.Inc()
+	s.log.ErrorContext(ctx, "corrupt packed chunk refused", "hash", c.Hash.String(), "pack", c.PackID, "err", err)
+	s.noteReadDamage(ctx, c, fmt.Sprintf("pack %d offset %d: %v", c.PackID, c.PackOffset, err), inTx)
+	return nil, Chunk{}, fmt.Errorf("store: open chunk %s: %w: %w", c.Hash, ErrCorrupt, err)
+}
+
+// readRepairCopy reads the file a repair wrote for packed chunk c, whole
+// and verified; an error if there is none or it does not verify.
+func (s *Store) readRepairCopy(ctx context.Context, c Chunk) ([]byte, error) {
+	f, size, err := s.blobs.Open(ctx, c.Hash)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if size != c.Size {
+		return nil, fmt.Errorf("store: repair copy of %s is %d bytes, index says %d", c.Hash, size, c.Size)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, c.Size))
+	if err != nil {
+		return nil, err
+	}
+	if chunk.Sum(data) != c.Hash {
+		return nil, chunk.ErrHashMismatch
+	}
+	return data, nil
 }

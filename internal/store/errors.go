@@ -35,6 +35,9 @@ var (
 	// or the audit log does not extend what the vault signed: an alarm,
 	// never something to retry.
 	ErrIntegrity = errors.New("store: integrity check failed")
+	// ErrDamaged: the chunk is indexed but its stored copy was found
+	// damaged; it awaits a re-upload and is reported as not stored.
+	ErrDamaged = errors.New("store: chunk is damaged and awaits a re-upload")
 	// ErrTooLarge: a chunk over the configured maximum size.
 	ErrTooLarge = errors.New("store: chunk too large")
 )

@@ -382,6 +382,11 @@ func (s *Store) removePacked(ctx context.Context, v *journalView, id int64, h ch
 	if err != nil || !ok {
 		return err
 	}
+	// A packed chunk whose record was damaged may have a fresh copy as a
+	// file, written by its repair: that copy goes too.
+	if err := s.removeFile(ctx, v, id, h); err != nil {
+		return err
+	}
 	c := v.r.Chunk(h)
 	if s.packs == nil {
 		return fmt.Errorf("store: chunk %s is packed but packs are not configured", h)

@@ -12,12 +12,24 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 
 // Metrics are the store's Prometheus metrics.
 type Metrics struct {
-	chunksStored   prometheus.Counter
-	bytesStored    prometheus.Counter
-	dedupHits      prometheus.Counter
+	chunksStored prometheus.Counter
+	bytesStored  prometheus.Counter
+	dedupHits    prometheus.Counter
+	// corrupt counts damage records ever opened; damagedOpen those
+	// awaiting repair; repaired those closed. All three are loaded from
+	// damaged_chunks at start (LoadDamageMetrics), so they survive
+	// restarts. readsRefused counts reads refused because content did
+	// not verify.
 	corrupt        prometheus.Counter
+	damagedOpen    prometheus.Gauge
+	repaired       prometheus.Counter
+	readsRefused   prometheus.Counter
 	contentMissing prometheus.Counter
-	groupSize      prometheus.Histogram
+	// The scrub's work, and when it last finished a full pass.
+	scrubBytes        prometheus.Counter
+	scrubChunks       prometheus.Counter
+	scrubLastFullPass prometheus.Gauge
+	groupSize         prometheus.Histogram
 	// journalDiverged counts appends refused because the database's log
 	// is not the journal's; integrityAlarms counts every integrity alarm
 	// (a divergence, a refused execution, an index that disagrees with the
@@ -51,7 +63,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wormvault_chunk_dedup_hits_total", Help: "Uploads of chunks that were already stored.",
 		}),
 		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "wormvault_chunk_corrupt_total", Help: "Reads refused because content did not match its hash.",
+			Name: "wormvault_chunk_corrupt_total",
+			Help: "Chunks found damaged (content not matching its hash, or gone), counted from the damage records: survives restarts.",
+		}),
+		damagedOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wormvault_chunks_damaged", Help: "Damaged chunks awaiting a verified re-upload (reported missing to agents).",
+		}),
+		repaired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_chunk_repaired_total", Help: "Damaged chunks repaired by a verified re-upload, counted from the damage records.",
+		}),
+		readsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_chunk_reads_refused_total", Help: "Reads refused because content did not match its hash (since start).",
+		}),
+		scrubBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_scrub_bytes_total", Help: "Bytes of chunk content re-hashed by the scrub (since start).",
+		}),
+		scrubChunks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_scrub_chunks_total", Help: "Chunks re-hashed by the scrub (since start).",
+		}),
+		scrubLastFullPass: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wormvault_scrub_last_full_pass_timestamp_seconds",
+			Help: "When the scrub last finished a full pass over every chunk (Unix time; 0: never).",
 		}),
 		contentMissing: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wormvault_chunk_content_missing_total", Help: "Reads of indexed chunks whose content was missing.",
@@ -84,7 +116,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.commitTimeouts)
-		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.contentMissing, m.groupSize, m.MissingAtReconcile,
+		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.damagedOpen, m.repaired, m.readsRefused,
+			m.scrubBytes, m.scrubChunks, m.scrubLastFullPass, m.contentMissing, m.groupSize, m.MissingAtReconcile,
 			m.journalDiverged, m.integrityAlarms, m.auditRollbacks, m.auditConsistent)
 	}
 	return m

@@ -301,6 +301,7 @@ func TestRuntimeRolePrivileges(t *testing.T) {
 		"audit_log":           "SELECT INSERT",
 		"chunk_tombstones":    "SELECT UPDATE(content_removed_at)",
 		"chunks":              "SELECT INSERT DELETE UPDATE(retain_until)",
+		"damaged_chunks":      "SELECT INSERT UPDATE(repaired_at,repaired_by)",
 		"deletion_approvals":  "SELECT INSERT",
 		"deletion_executions": "",
 		"deletion_outcomes":   "SELECT INSERT",
@@ -315,6 +316,7 @@ func TestRuntimeRolePrivileges(t *testing.T) {
 		"retention_months":    "SELECT",
 		"revoked_tokens":      "SELECT INSERT",
 		"schema_version":      "SELECT",
+		"scrub_state":         "SELECT UPDATE",
 		"snapshot_chunks":     "SELECT INSERT",
 		"snapshots":           "SELECT INSERT UPDATE(retain_until,deleted_at,deletion_id)",
 	}

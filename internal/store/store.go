@@ -348,7 +348,7 @@ func isStoreErr(err error) bool {
 		missing *MissingChunksError
 	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
-		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge, ErrSelfApproval, ErrClockSkew,
+		ErrUnavailable, ErrCorrupt, ErrDamaged, ErrContentMissing, ErrTooLarge, ErrSelfApproval, ErrClockSkew,
 		ErrRequiresApproval, ErrBadSignature, ErrIntegrity, ErrAuditTree, ErrAuditChainBroken, ErrRollback} {
 		if errors.Is(err, e) {
 			return true
@@ -361,12 +361,18 @@ func (s *Store) hashLock(h chunk.Hash) *sync.Mutex {
 	return &s.hashLocks[int(h[0])<<4|int(h[1]>>4)]
 }
 
-// Event is a deletion event, as sent to Options.Notify.
+// Event is a deletion, damage or scrub event, as sent to Options.Notify.
 type Event struct {
-	Type     string    `json:"type"` // deletion.requested, .approved, .scheduled, .cancelled, .expired, .executed
+	// deletion.requested, .approved, .scheduled, .cancelled, .expired,
+	// .executed; chunk.damaged, chunk.repaired; scrub.pass
+	Type     string    `json:"type"`
 	At       time.Time `json:"at"`
 	Actor    string    `json:"actor"`
 	Deletion Deletion  `json:"deletion"`
+	// Damage is set for chunk.damaged and chunk.repaired.
+	Damage *Damage `json:"damage,omitempty"`
+	// Scrub is set for scrub.pass.
+	Scrub *ScrubStatus `json:"scrub,omitempty"`
 }
 
 func (s *Store) notify(ctx context.Context, typ, actor string, d Deletion) {

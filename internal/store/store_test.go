@@ -441,17 +441,31 @@ func TestOpenRefusesCorruptContent(t *testing.T) {
 	if _, _, err := ts.OpenChunk(context.Background(), h); !errors.Is(err, store.ErrCorrupt) {
 		t.Fatalf("OpenChunk(corrupt) err = %v, want ErrCorrupt", err)
 	}
-	os.Remove(path)
-	if _, _, err := ts.OpenChunk(context.Background(), h); !errors.Is(err, store.ErrContentMissing) {
+	// The read recorded the damage and quarantined the bad file: it stays
+	// refused, and is no longer at its address.
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("corrupt file still at its address after the refused read: %v", err)
+	}
+	if _, _, err := ts.OpenChunk(context.Background(), h); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("OpenChunk(quarantined) err = %v, want ErrCorrupt", err)
+	}
+	b2, h2 := randomChunk(t, 10_000)
+	ts.mustPut(t, b2)
+	for _, p := range ts.files(t) {
+		os.Remove(p)
+	}
+	if _, _, err := ts.OpenChunk(context.Background(), h2); !errors.Is(err, store.ErrContentMissing) {
 		t.Fatalf("OpenChunk(removed) err = %v, want ErrContentMissing", err)
 	}
-	// An upload of the right content restores it.
-	ts.mustPut(t, b)
-	rc, _, err := ts.OpenChunk(context.Background(), h)
-	if err != nil {
-		t.Fatalf("after restoring upload: %v", err)
+	// An upload of the right content restores each.
+	for _, c := range [][]byte{b, b2} {
+		ts.mustPut(t, c)
+		rc, _, err := ts.OpenChunk(context.Background(), chunk.Sum(c))
+		if err != nil {
+			t.Fatalf("after restoring upload: %v", err)
+		}
+		rc.Close()
 	}
-	rc.Close()
 }
 
 func TestReconcile(t *testing.T) {

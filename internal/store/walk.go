@@ -155,7 +155,7 @@ func (s *Store) readManifest(ctx context.Context, tx pgx.Tx, h chunk.Hash) (mani
 func (s *Store) readVerified(ctx context.Context, c Chunk) ([]byte, error) {
 	var rc io.ReadCloser
 	if c.packed() {
-		r, _, err := s.openPacked(ctx, c) // verifies before returning
+		r, _, err := s.openPacked(ctx, c, true) // verifies before returning
 		if err != nil {
 			return nil, err
 		}
@@ -178,8 +178,9 @@ func (s *Store) readVerified(ctx context.Context, c Chunk) ([]byte, error) {
 		err = fmt.Errorf("%d bytes, index says %d", len(b), c.Size)
 	}
 	if err != nil {
-		s.metrics.corrupt.Inc()
+		s.metrics.readsRefused.Inc()
 		s.log.ErrorContext(ctx, "corrupt manifest chunk refused", "hash", c.Hash.String(), "err", err)
+		s.noteReadDamage(ctx, c, err.Error(), true)
 		return nil, fmt.Errorf("store: read manifest %s: %w: %w", c.Hash, ErrCorrupt, err)
 	}
 	return b, nil
