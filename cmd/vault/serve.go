@@ -106,10 +106,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			Delay:             cfg.DeletionDelay,
 			Expiry:            cfg.RequestExpiry,
 		},
-		Notify:  notifyFn,
-		VaultID: v.ID,
-		Journal: jnl,
-		Genesis: pinned,
+		Notify:    notifyFn,
+		VaultID:   v.ID,
+		Journal:   jnl,
+		Genesis:   pinned,
+		FreeSpace: blobs.Space,
+		Reserve:   store.Reserve{Bytes: cfg.ReserveBytes, Percent: cfg.ReservePercent},
 	})
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.

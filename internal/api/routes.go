@@ -3,6 +3,7 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -25,6 +26,13 @@ type Options struct {
 	// CheckpointKey is the verifier key of the audit log's checkpoints
 	// (a golang.org/x/mod/sumdb/note verifier key), served to auditors.
 	CheckpointKey string
+	// ReadyTimeout bounds /readyz's database query. Zero:
+	// DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// CheckpointMaxAge: /readyz is degraded once no checkpoint signing
+	// pass has succeeded for this long. Zero: not checked (for servers
+	// that sign no checkpoints, as in tests).
+	CheckpointMaxAge time.Duration
 }
 
 type handler struct {
@@ -35,6 +43,10 @@ type handler struct {
 	maxChunk int64
 	maxBatch int
 	ckptKey  string
+
+	readyTimeout     time.Duration
+	checkpointMaxAge time.Duration
+	ready            readyState
 }
 
 // NewHandler returns the vault's HTTP API. The routes read like the API
@@ -51,6 +63,12 @@ func NewHandler(o Options) http.Handler {
 		maxChunk: o.Store.Options().MaxChunkSize,
 		maxBatch: o.Store.Options().MaxBatch,
 		ckptKey:  o.CheckpointKey,
+
+		readyTimeout:     o.ReadyTimeout,
+		checkpointMaxAge: o.CheckpointMaxAge,
+	}
+	if h.readyTimeout <= 0 {
+		h.readyTimeout = DefaultReadyTimeout
 	}
 	const (
 		agent   = auth.RoleAgent

@@ -37,6 +37,10 @@ var (
 	ErrIntegrity = errors.New("store: integrity check failed")
 	// ErrTooLarge: a chunk over the configured maximum size.
 	ErrTooLarge = errors.New("store: chunk too large")
+	// ErrInsufficientStorage: the data directory's free space is below
+	// the reserve (or the filesystem is full), so new content is refused
+	// until space is freed; reads and everything else go on.
+	ErrInsufficientStorage = errors.New("store: insufficient storage")
 )
 
 // InvalidError reports bad input: which field and why.

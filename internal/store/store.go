@@ -93,6 +93,16 @@ type Options struct {
 	// RetentionBatch is how many chunks one statement handles when a
 	// snapshot commit or extension propagates retention.
 	RetentionBatch int
+
+	// FreeSpace reads the space of the filesystem holding the content.
+	// Nil: free space is not checked, and no reserve is kept.
+	FreeSpace func() (Space, error)
+	// Reserve is the free space below which new content is refused with
+	// ErrInsufficientStorage (see space.go). Zero: refused only once the
+	// filesystem is full.
+	Reserve Reserve
+	// SpaceCacheTTL is how long a free-space reading is reused.
+	SpaceCacheTTL time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -136,6 +146,9 @@ func (o *Options) setDefaults() {
 	if o.RetentionBatch == 0 {
 		o.RetentionBatch = DefaultRetentionBatch
 	}
+	if o.SpaceCacheTTL == 0 {
+		o.SpaceCacheTTL = DefaultSpaceCacheTTL
+	}
 }
 
 // Store is the vault's chunk store: content in Blobs, index in PostgreSQL.
@@ -168,6 +181,10 @@ type Store struct {
 	// ckpt holds the latest signed checkpoint and any rollback found under
 	// it, in memory: see audit_checkpoint.go.
 	ckpt checkpointGuard
+
+	// space caches the free-space reading and holds the read-only state:
+	// see space.go.
+	space spaceGuard
 }
 
 // New returns a Store over an open pool and blob store. metrics may be nil.
@@ -314,7 +331,7 @@ func isStoreErr(err error) bool {
 		missing *MissingChunksError
 	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
-		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge, ErrSelfApproval, ErrClockSkew,
+		ErrUnavailable, ErrCorrupt, ErrContentMissing, ErrTooLarge, ErrInsufficientStorage, ErrSelfApproval, ErrClockSkew,
 		ErrRequiresApproval, ErrBadSignature, ErrIntegrity, ErrAuditTree, ErrAuditChainBroken, ErrRollback} {
 		if errors.Is(err, e) {
 			return true
