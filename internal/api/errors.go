@@ -71,12 +71,13 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusUnprocessableEntity, "hash_mismatch"
 	case errors.Is(err, store.ErrClockSkew):
 		return http.StatusServiceUnavailable, "clock_skew"
-	case errors.Is(err, store.ErrUnavailable):
-		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, store.ErrInsufficientStorage), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		// Anywhere on the write path: a full disk passes once space is
-		// freed, so it is "retry later", never an internal error.
+		// freed, so it is "retry later", never an internal error. Before
+		// "unavailable": when both are in the chain, the disk is the cause.
 		return http.StatusInsufficientStorage, "insufficient_storage"
+	case errors.Is(err, store.ErrUnavailable):
+		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, store.ErrCorrupt):
 		return http.StatusInternalServerError, "corrupt"
 	case errors.Is(err, store.ErrContentMissing):

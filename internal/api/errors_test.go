@@ -51,6 +51,8 @@ var errorCases = []struct {
 	{"ENOSPC in a PathError", &fs.PathError{Op: "write", Path: "/data/x", Err: syscall.ENOSPC}, 507, "insufficient_storage"},
 	{"EDQUOT", &fs.PathError{Op: "write", Path: "/data/x", Err: syscall.EDQUOT}, 507, "insufficient_storage"},
 	{"free space below the reserve", store.ErrInsufficientStorage, 507, "insufficient_storage"},
+	{"ENOSPC beats unavailable", fmt.Errorf("store: adopt chunk: %w: audit: journal: %w", store.ErrUnavailable,
+		&fs.PathError{Op: "write", Path: "/data/journal/1.wvj", Err: syscall.ENOSPC}), 507, "insufficient_storage"},
 	{"not ready", errNotReady, 503, "degraded"},
 	{"not ready beats its causes", fmt.Errorf("%w: %w", errNotReady, errors.Join(store.ErrUnavailable, syscall.ENOSPC)), 503, "degraded"},
 	{"integrity beats not ready", fmt.Errorf("%w: %w", errNotReady, store.ErrRollback), 500, "integrity"},

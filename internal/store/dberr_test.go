@@ -59,6 +59,12 @@ func TestDBErrUnavailableOnlyForConnections(t *testing.T) {
 		{"connection reset", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, ErrUnavailable},
 		{"socket closed mid-reply", fmt.Errorf("receive message: %w", io.ErrUnexpectedEOF), ErrUnavailable},
 
+		// The journal's append fails inside the transaction when the data
+		// directory is full: 507 "insufficient storage", not "index
+		// unavailable" (a syscall.Errno passes for a net.Error).
+		{"journal append on a full disk", fmt.Errorf("audit: journal: journal: append: %w",
+			&os.PathError{Op: "write", Path: "/data/journal/1.wvj", Err: syscall.ENOSPC}), syscall.ENOSPC},
+		{"quota reached", &os.PathError{Op: "write", Path: "/data/x", Err: syscall.EDQUOT}, syscall.EDQUOT},
 		{"missing tree hash", fmt.Errorf("audit: %w: stored hash 6 is missing", ErrAuditTree), ErrAuditTree},
 		{"broken chain", fmt.Errorf("%w: gap before entry 3", ErrAuditChainBroken), ErrAuditChainBroken},
 		{"rollback", fmt.Errorf("%w: 3 entries, signed 5", ErrRollback), ErrRollback},

@@ -131,7 +131,9 @@ func (s *Store) admitContent(ctx context.Context) error {
 	switch {
 	case st.ReadOnly != nil:
 		s.metrics.spaceRefusals.Inc()
-		return fmt.Errorf("store: new content refused while read-only (%w): %w", st.ReadOnly, ErrInsufficientStorage)
+		// The reason is text only: its causes must not turn the 507 into
+		// something else.
+		return fmt.Errorf("store: new content refused while read-only (%v): %w", st.ReadOnly, ErrInsufficientStorage)
 	case st.Err != nil:
 		// Cannot tell: let the write go on and fail on its own if the
 		// disk is full. The failure is reported by /readyz.

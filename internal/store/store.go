@@ -259,6 +259,12 @@ func dbErr(op string, err error) error {
 			return fmt.Errorf("store: %s: %w: %s", op, ErrConflict, pgErr.Message)
 		}
 	}
+	if NoSpace(err) {
+		// The data directory is full (the journal's append failed inside
+		// the transaction): 507, not "index unavailable". Checked first,
+		// since a syscall.Errno also passes for a net.Error below.
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
 	if connectionErr(err) {
 		return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
 	}
