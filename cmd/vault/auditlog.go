@@ -228,6 +228,15 @@ func runAuditLog(ctx context.Context, st *store.Store, dir string, k checkpointK
 		case err == nil:
 			failing = ""
 		case ctx.Err() != nil:
+		case store.NoSpace(err):
+			// The checkpoint is signed and in the index; the data
+			// directory's copy waits for space. Said once per episode
+			// (each attempt's temp file has a new name, so the text
+			// differs every time).
+			if failing != "no space" {
+				failing = "no space"
+				log.Warn("cannot keep the audit checkpoint in the data directory until space is freed", "err", err)
+			}
 		case err.Error() != failing:
 			failing = err.Error()
 			log.Error("ALERT: cannot sign an audit checkpoint", "err", err)

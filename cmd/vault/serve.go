@@ -124,6 +124,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		CommitTimeout: cfg.CommitTimeout,
 		Journal:       jnl,
 		Genesis:       pinned,
+		FreeSpace:     blobs.Space,
+		Reserve:       store.Reserve{Bytes: cfg.ReserveBytes, Percent: cfg.ReservePercent},
 	})
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.
@@ -169,21 +171,20 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if _, err := signCheckpoint(ctx, st, cfg.DataDir, ckpt); err != nil {
-		return fmt.Errorf("serve: sign audit checkpoint: %w", err)
+		if !store.NoSpace(err) {
+			return fmt.Errorf("serve: sign audit checkpoint: %w", err)
+		}
+		// Signed and stored in the index; only the data directory's copy
+		// waits for space (the audit loop retries it every second).
+		log.Warn("cannot keep the audit checkpoint in the data directory: its filesystem is full", "err", err)
 	}
 
 	// Reconcile before taking uploads: a crash may have left temp files, or
-	// content whose row never committed.
-	start := time.Now()
-	rep, err := st.Reconcile(ctx)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	log.Info("reconciled disk and index", "temp_removed", rep.TempRemoved, "adopted", rep.Adopted,
-		"quarantined", rep.Quarantined, "missing", rep.Missing, "packs_scanned", rep.PacksScanned,
-		"torn_tails", rep.TornTails, "corrupt_records", rep.CorruptRecords, "duration", time.Since(start))
-	if rep.Missing > 0 {
-		log.Error("DATA LOSS: indexed chunks have no content on disk", "count", rep.Missing, "first", rep.MissingList)
+	// content whose row never committed. On a full disk it may not finish:
+	// the vault then starts read-only (readonly.go).
+	startExecutor := func() { go runExecutor(ctx, st, cfg.ExecutorInterval, log) }
+	if err := reconcileAtStart(ctx, st, readOnlyRetry, log, startExecutor); err != nil {
+		return err
 	}
 
 	// Damage and scrub metrics come from the database, so that a restart
@@ -211,13 +212,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Log:      log,
 		Registry: reg,
 
-		CheckpointKey: ckpt.vkey,
+		CheckpointKey:    ckpt.vkey,
+		CheckpointMaxAge: checkpointMaxAge,
 
 		MinBodyRate:   cfg.MinBodyRate,
 		BodyRateGrace: cfg.BodyRateGrace,
 		BatchMemory:   cfg.BatchMemory,
 	})
-	go runExecutor(ctx, st, cfg.ExecutorInterval, log)
 	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
 	go st.WatchRevocations(ctx)
 	go runScrubLoop(ctx, st, cfg.ScrubBandwidth, cfg.ScrubInterval, log)
@@ -232,6 +233,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	return serveHTTP(ctx, ln, handler, cfg, v.ID, log, reg)
 }
+
+// checkpointMaxAge: /readyz is degraded once the audit loop (which runs
+// every second) has not managed to cover the log with a signed checkpoint
+// for this long.
+const checkpointMaxAge = time.Minute
 
 // serveHTTP serves until ctx is done, then shuts down gracefully: in-flight
 // uploads may finish within the shutdown timeout; after it, connections are

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -80,20 +81,76 @@ func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := make([]batchResultJSON, len(results))
+	var refused batchRefusals
 	for i, res := range results {
 		out[i] = batchResultJSON{Hash: res.Hash, Status: "exists", Repaired: res.Repaired}
 		switch {
 		case res.Err != nil:
 			status, code := errorStatus(res.Err)
 			out[i].Status, out[i].Code, out[i].Message = "refused", code, publicMessage(status, code, res.Err)
-			if status >= 500 {
-				h.log.ErrorContext(r.Context(), "batch chunk failed", "hash", res.Hash.String(), "err", res.Err)
-			}
+			refused.add(status, code, res.Hash, res.Err)
+			h.metrics.batchRefused.WithLabelValues(code).Inc()
 		case res.Created:
 			out[i].Status = "created"
 		}
 	}
+	refused.log(r, h, len(results))
+	// The batch as a whole succeeded (each chunk has its answer), but a
+	// client that resends the refused chunks is told when, as a refused
+	// PUT would be.
+	if v := retryAfter(refused.retryStatus); v != "" {
+		w.Header().Set("Retry-After", v)
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": out})
+}
+
+// batchRefusals summarises the refused chunks of one batch, so that a
+// batch refused on a full disk costs one log line, not one per chunk.
+type batchRefusals struct {
+	count       int
+	codes       map[string]int
+	severity    int // of the worst refusal: see refusalSeverity
+	retryStatus int // a status that means "retry later" (503, 507), if any
+	firstHash   chunk.Hash
+	firstErr    error // of the first refusal of the worst severity
+}
+
+// refusalSeverity ranks a refused chunk's status for the summary: a
+// server fault (2) is logged at Error, a condition that passes (1: index
+// unavailable, disk full) at Warn, bad input (0) at Debug.
+func refusalSeverity(status int) int {
+	switch {
+	case retryAfter(status) != "":
+		return 1
+	case status >= 500:
+		return 2
+	}
+	return 0
+}
+
+func (b *batchRefusals) add(status int, code string, h chunk.Hash, err error) {
+	if b.codes == nil {
+		b.codes = make(map[string]int)
+	}
+	sev := refusalSeverity(status)
+	if b.count == 0 || sev > b.severity {
+		b.severity, b.firstHash, b.firstErr = sev, h, err
+	}
+	b.count++
+	b.codes[code]++
+	if retryAfter(status) != "" {
+		b.retryStatus = status
+	}
+}
+
+// log writes the one summary line.
+func (b *batchRefusals) log(r *http.Request, h *handler, total int) {
+	if b.count == 0 {
+		return
+	}
+	level := [...]slog.Level{slog.LevelDebug, slog.LevelWarn, slog.LevelError}[b.severity]
+	h.log.Log(r.Context(), level, "batch chunks refused", "refused", b.count, "chunks", total, "codes", b.codes,
+		"first_hash", b.firstHash.String(), "err", b.firstErr)
 }
 
 // readBatch parses a whole batch body of at most size bytes into items

@@ -37,6 +37,10 @@ func errorStatus(err error) (status int, code string) {
 		// First: an integrity failure must never hide behind another
 		// meaning (least of all "unavailable, retry later").
 		return http.StatusInternalServerError, "integrity"
+	case errors.Is(err, errNotReady):
+		// Before the causes' own meanings: whatever failed, /readyz says
+		// "degraded", and its body says what.
+		return http.StatusServiceUnavailable, "degraded"
 	case errors.As(err, &tooBig), errors.Is(err, store.ErrTooLarge):
 		// Before the others: an oversized body surfaces as a read error
 		// wrapped by whatever was reading it.
@@ -75,10 +79,13 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusUnprocessableEntity, "hash_mismatch"
 	case errors.Is(err, store.ErrClockSkew):
 		return http.StatusServiceUnavailable, "clock_skew"
+	case errors.Is(err, store.ErrInsufficientStorage), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// Anywhere on the write path: a full disk passes once space is
+		// freed, so it is "retry later", never an internal error. Before
+		// "unavailable": when both are in the chain, the disk is the cause.
+		return http.StatusInsufficientStorage, "insufficient_storage"
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
-	case errors.Is(err, syscall.ENOSPC):
-		return http.StatusInsufficientStorage, "insufficient_storage"
 	case errors.Is(err, store.ErrCorrupt):
 		return http.StatusInternalServerError, "corrupt"
 	case errors.Is(err, store.ErrContentMissing):
@@ -122,17 +129,40 @@ func publicMessage(status int, code string, err error) string {
 		return "the vault's audit log or index failed an integrity check; nothing more is recorded until an operator repairs it (the operator has been alerted)"
 	case "unavailable":
 		return "the vault's index is unavailable; retry later"
+	case "degraded":
+		return "the vault is not ready: a subsystem failed its check (see the checks in this response)"
 	case "clock_skew":
 		return "the server's and the database's clocks disagree; nothing time-locked is executed until they agree (the operator has been alerted)"
 	case "busy":
 		return "the vault is at its bound on concurrent batch bodies; retry later"
 	case "insufficient_storage":
-		return "the vault is out of disk space"
+		return "the vault is short of disk space and takes no new content until space is freed; reads go on; retry later"
 	}
 	if status >= 500 {
 		return "internal error"
 	}
 	return err.Error()
+}
+
+// Retry-After values, in seconds. A full disk waits for an operator to
+// free space, so its clients back off longer than from an index that is
+// briefly unreachable.
+const (
+	retryAfterUnavailable = "5"
+	retryAfterNoSpace     = "60"
+)
+
+// retryAfter is the Retry-After header for a failure status: set for the
+// statuses that mean "the same request may succeed later", empty for the
+// others.
+func retryAfter(status int) string {
+	switch status {
+	case http.StatusServiceUnavailable:
+		return retryAfterUnavailable
+	case http.StatusInsufficientStorage:
+		return retryAfterNoSpace
+	}
+	return ""
 }
 
 type errorBody struct {
@@ -157,6 +187,11 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	case code == "integrity":
 		h.metrics.integrity.Inc()
 		h.log.ErrorContext(ctx, "ALERT: audit log integrity failure", "status", status, "code", code, "err", err)
+	case status == http.StatusInsufficientStorage:
+		// Expected while the disk is full, and then at every upload: the
+		// operator learns it from /readyz and the metrics, not from one
+		// ERROR line per refused request.
+		h.log.WarnContext(ctx, "request refused: insufficient storage", "status", status, "code", code, "err", err)
 	case status >= 500:
 		h.log.ErrorContext(ctx, "request failed", "status", status, "code", code, "err", err)
 	case status == http.StatusUnauthorized:
@@ -167,8 +202,8 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	default:
 		h.log.DebugContext(ctx, "request refused", "status", status, "code", code, "err", err)
 	}
-	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "5")
+	if v := retryAfter(status); v != "" {
+		w.Header().Set("Retry-After", v)
 	}
 	detail := errorDetail{Code: code, Message: publicMessage(status, code, err)}
 	var missing *store.MissingChunksError

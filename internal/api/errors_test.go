@@ -49,6 +49,18 @@ var errorCases = []struct {
 	{"index unavailable", store.ErrUnavailable, 503, "unavailable"},
 	{"ENOSPC", syscall.ENOSPC, 507, "insufficient_storage"},
 	{"ENOSPC in a PathError", &fs.PathError{Op: "write", Path: "/data/x", Err: syscall.ENOSPC}, 507, "insufficient_storage"},
+	{"EDQUOT", &fs.PathError{Op: "write", Path: "/data/x", Err: syscall.EDQUOT}, 507, "insufficient_storage"},
+	{"free space below the reserve", store.ErrInsufficientStorage, 507, "insufficient_storage"},
+	{"ENOSPC beats unavailable", fmt.Errorf("store: adopt chunk: %w: audit: journal: %w", store.ErrUnavailable,
+		&fs.PathError{Op: "write", Path: "/data/journal/1.wvj", Err: syscall.ENOSPC}), 507, "insufficient_storage"},
+	{"not ready", errNotReady, 503, "degraded"},
+	{"not ready beats its causes", fmt.Errorf("%w: %w", errNotReady, errors.Join(store.ErrUnavailable, syscall.ENOSPC)), 503, "degraded"},
+	{"integrity beats not ready", fmt.Errorf("%w: %w", errNotReady, store.ErrRollback), 500, "integrity"},
+	{"ENOSPC from a pack start", fmt.Errorf("store: pack chunk: %w", errors.Join(
+		fmt.Errorf("pack: create 7: %w", &fs.PathError{Op: "write", Path: "/data/packs/7.pack", Err: syscall.ENOSPC}),
+		errors.New("remove the empty pack: busy"))), 507, "insufficient_storage"},
+	{"ENOSPC from the journal in a group commit", fmt.Errorf("store: commit group: %w",
+		fmt.Errorf("journal: append: %w", &fs.PathError{Op: "write", Path: "/data/journal/1.wvj", Err: syscall.ENOSPC})), 507, "insufficient_storage"},
 	{"corrupt", store.ErrCorrupt, 500, "corrupt"},
 	{"content missing", store.ErrContentMissing, 500, "content_missing"},
 	{"audit tree broken", store.ErrAuditTree, 500, "integrity"},
@@ -107,7 +119,7 @@ func TestErrorStatus(t *testing.T) {
 }
 
 // TestWriteError checks the response writeError builds from the mapping:
-// the JSON body, Retry-After on 503, and server-side causes kept out of
+// the JSON body, Retry-After on 503 and 507, and server-side causes kept out of
 // the message.
 func TestWriteError(t *testing.T) {
 	t.Parallel()
@@ -156,7 +168,7 @@ func TestWriteError(t *testing.T) {
 			if tt.status < 500 && !strings.Contains(body.Error.Message, "hunter2") {
 				t.Errorf("4xx message %q does not explain the error", body.Error.Message)
 			}
-			if got := rec.Header().Get("Retry-After"); (tt.status == 503) != (got != "") {
+			if got := rec.Header().Get("Retry-After"); (tt.status == 503 || tt.status == 507) != (got != "") {
 				t.Errorf("status %d with Retry-After %q", tt.status, got)
 			}
 		})

@@ -170,7 +170,7 @@ func TestDatabaseDown(t *testing.T) {
 					t.Errorf("message %q reveals the cause", msg)
 				}
 			}
-			wantError(t, doRequest(t, srv, http.MethodGet, "/readyz", "", nil, nil), http.StatusServiceUnavailable, "unavailable")
+			wantError(t, doRequest(t, srv, http.MethodGet, "/readyz", "", nil, nil), http.StatusServiceUnavailable, "degraded")
 			if resp := doRequest(t, srv, http.MethodGet, "/healthz", "", nil, nil); resp.StatusCode != http.StatusOK {
 				t.Errorf("/healthz with the database down: status %d, want 200 (liveness is not readiness)", resp.StatusCode)
 			}

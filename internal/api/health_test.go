@@ -11,19 +11,15 @@ import (
 func TestHealthAndMetrics(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
-	for _, tt := range []struct{ path, want string }{
-		{"/healthz", `{"status":"ok"}`},
-		{"/readyz", `{"status":"ready"}`},
-	} {
-		resp := ts.do(t, http.MethodGet, tt.path, "", nil, nil)
-		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(resp.body)) != tt.want {
-			t.Errorf("GET %s = %d %s, want 200 %s", tt.path, resp.StatusCode, resp.body, tt.want)
-		}
+	resp := ts.do(t, http.MethodGet, "/healthz", "", nil, nil)
+	if want := `{"status":"ok"}`; resp.StatusCode != http.StatusOK || strings.TrimSpace(string(resp.body)) != want {
+		t.Errorf("GET /healthz = %d %s, want 200 %s", resp.StatusCode, resp.body, want)
 	}
+	wantReady(t, ts.do(t, http.MethodGet, "/readyz", "", nil, nil))
 
 	// A request first, so that the HTTP histogram has a series to show.
 	wantError(t, ts.do(t, http.MethodGet, "/nope", "", nil, nil), http.StatusNotFound, "not_found")
-	resp := ts.do(t, http.MethodGet, "/metrics", "", nil, nil)
+	resp = ts.do(t, http.MethodGet, "/metrics", "", nil, nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics: status %d", resp.StatusCode)
 	}

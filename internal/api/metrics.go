@@ -12,6 +12,10 @@ type httpMetrics struct {
 	// integrity counts requests answered 500 "integrity": the audit log's
 	// tree or chain is broken, or it was rolled back. Alert on any.
 	integrity prometheus.Counter
+	// batchRefused counts the chunks of batch uploads refused, by error
+	// code: the per-item refusals are counted here and summarised in one
+	// log line per request, never logged one line each.
+	batchRefused *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -25,8 +29,12 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Name: "wormvault_integrity_errors_total",
 			Help: "Requests that failed on an audit log integrity check (broken tree or chain, rollback).",
 		}),
+		batchRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wormvault_batch_chunks_refused_total",
+			Help: "Chunks of batch uploads refused, by error code (insufficient_storage, hash_mismatch, ...).",
+		}, []string{"code"}),
 	}
-	reg.MustRegister(m.requests, m.integrity)
+	reg.MustRegister(m.requests, m.integrity, m.batchRefused)
 	return m
 }
 

@@ -38,6 +38,13 @@ type Options struct {
 	BatchMemory int64
 	// batchWait replaces batchWait in tests.
 	batchWait time.Duration
+	// ReadyTimeout bounds /readyz's database query. Zero:
+	// DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// CheckpointMaxAge: /readyz is degraded once no checkpoint signing
+	// pass has succeeded for this long. Zero: not checked (for servers
+	// that sign no checkpoints, as in tests).
+	CheckpointMaxAge time.Duration
 }
 
 type handler struct {
@@ -49,9 +56,12 @@ type handler struct {
 	maxBatch int
 	ckptKey  string
 
-	minRate   int64
-	rateGrace time.Duration
-	batchMem  *batchMemory
+	minRate          int64
+	rateGrace        time.Duration
+	batchMem         *batchMemory
+	readyTimeout     time.Duration
+	checkpointMaxAge time.Duration
+	ready            readyState
 }
 
 // NewHandler returns the vault's HTTP API. The routes read like the API
@@ -69,9 +79,14 @@ func NewHandler(o Options) http.Handler {
 		maxBatch: o.Store.Options().MaxBatch,
 		ckptKey:  o.CheckpointKey,
 
-		minRate:   o.MinBodyRate,
-		rateGrace: o.BodyRateGrace,
-		batchMem:  newBatchMemory(o.BatchMemory, o.batchWait),
+		minRate:          o.MinBodyRate,
+		rateGrace:        o.BodyRateGrace,
+		batchMem:         newBatchMemory(o.BatchMemory, o.batchWait),
+		readyTimeout:     o.ReadyTimeout,
+		checkpointMaxAge: o.CheckpointMaxAge,
+	}
+	if h.readyTimeout <= 0 {
+		h.readyTimeout = DefaultReadyTimeout
 	}
 	const (
 		agent   = auth.RoleAgent

@@ -24,6 +24,9 @@ const (
 	// a full pass at most once per interval.
 	DefaultScrubBandwidth = "50MiB"
 	DefaultScrubInterval  = "24h"
+	// DefaultFreeSpaceReserve is the free space kept back from new
+	// content on the data directory's filesystem.
+	DefaultFreeSpaceReserve = "1GiB"
 	// Deletion policy defaults and floors.
 	DefaultApprovalsRequired = 2
 	DefaultDeletionDelay     = 72 * time.Hour
@@ -125,6 +128,12 @@ type Serve struct {
 	// ScrubInterval is the least time between the starts of two full
 	// background scrub passes.
 	ScrubInterval time.Duration
+	// ReserveBytes, or ReservePercent of the filesystem's size when it is
+	// set, is the free space on the data directory's filesystem below
+	// which uploads are refused (507), so that start-up, the journal and
+	// reads always have room.
+	ReserveBytes   int64
+	ReservePercent float64
 }
 
 // LoadServe parses args (without the subcommand name) over the environment
@@ -158,6 +167,8 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	executorInterval := fs.String("executor-interval", env("VAULT_EXECUTOR_INTERVAL", "30s"), "how often due deletions are executed (VAULT_EXECUTOR_INTERVAL)")
 	fs.StringVar(&c.WebhookURL, "webhook-url", env("VAULT_WEBHOOK_URL", ""), "POST every deletion event as JSON to this URL (VAULT_WEBHOOK_URL)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", env("VAULT_PPROF_LISTEN", ""), "serve pprof profiles on this address, e.g. 127.0.0.1:6060; off by default (VAULT_PPROF_LISTEN)")
+	reserve := fs.String("free-space-reserve", env("VAULT_FREE_SPACE_RESERVE", DefaultFreeSpaceReserve),
+		"free space kept on the data directory's filesystem: uploads get 507 at or below it; a size (1GiB) or a share of the filesystem (2%); 0 refuses only when full (VAULT_FREE_SPACE_RESERVE)")
 	fs.BoolVar(&c.Dev, "dev", env("VAULT_DEV", "") == "1", "dev mode: relax safety floors, loudly (VAULT_DEV=1)")
 	scrubBandwidth := fs.String("scrub-bandwidth", env("VAULT_SCRUB_BANDWIDTH", DefaultScrubBandwidth), "most bytes per second the background scrub reads; 0 disables it (VAULT_SCRUB_BANDWIDTH)")
 	scrubInterval := fs.String("scrub-interval", env("VAULT_SCRUB_INTERVAL", DefaultScrubInterval), "least time between the starts of two full scrub passes (VAULT_SCRUB_INTERVAL)")
@@ -232,6 +243,9 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	if c.ScrubInterval, err = ParseDuration(*scrubInterval); err != nil {
 		return c, fmt.Errorf("config: scrub interval: %w", err)
 	}
+	if c.ReserveBytes, c.ReservePercent, err = ParseReserve(*reserve); err != nil {
+		return c, fmt.Errorf("config: free space reserve: %w", err)
+	}
 	return c, c.Validate()
 }
 
@@ -269,6 +283,8 @@ func (c Serve) Validate() error {
 		return errors.New("config: --tls-cert and --tls-key go together")
 	case c.DBMaxConns < 2:
 		return fmt.Errorf("config: db max conns must be at least 2, got %d", c.DBMaxConns)
+	case c.ReserveBytes < 0 || c.ReservePercent < 0 || c.ReservePercent > MaxReservePercent:
+		return fmt.Errorf("config: free space reserve must be a size or a share between 0%% and %d%%", MaxReservePercent)
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("config: log format must be json or text, got %q", c.LogFormat)
 	}
@@ -385,6 +401,24 @@ func ParseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("invalid duration %q", s)
 	}
 	return d, nil
+}
+
+// MaxReservePercent bounds a free-space reserve given as a share: above it
+// the reserve would mostly keep the disk empty.
+const MaxReservePercent = 50
+
+// ParseReserve reads a free-space reserve: a size as ParseSize reads it
+// ("1GiB", "0"), or a share of the filesystem ("2%"), returned as percent.
+func ParseReserve(s string) (bytes int64, percent float64, err error) {
+	if n, ok := strings.CutSuffix(strings.TrimSpace(s), "%"); ok {
+		p, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
+		if err != nil || p < 0 || p > MaxReservePercent || p != p {
+			return 0, 0, fmt.Errorf("invalid share %q: want 0%% to %d%%", s, MaxReservePercent)
+		}
+		return 0, p, nil
+	}
+	b, err := ParseSize(s)
+	return b, 0, err
 }
 
 // ParseSize reads a byte count with an optional binary unit: "4096",

@@ -36,9 +36,33 @@ func TestLoadServe(t *testing.T) {
 	if err != nil || c.CommitTimeout != 3*time.Second || c.MaxConnsPerClient != 0 || c.DBLockTimeout != 2*time.Second || c.MinBodyRate != 0 {
 		t.Errorf("limit flags: %+v, %v", c, err)
 	}
+	if c.ReserveBytes != 1<<30 || c.ReservePercent != 0 {
+		t.Errorf("default free space reserve = %d bytes, %g%%; want 1GiB", c.ReserveBytes, c.ReservePercent)
+	}
 	c, err = LoadServe([]string{"--max-chunk-size", "8MiB", "--min-retention", "90d"}, envOf(base), io.Discard)
 	if err != nil || c.MaxChunkSize != 8<<20 || c.MinRetention != 90*24*time.Hour {
 		t.Errorf("flags: %+v, %v", c, err)
+	}
+	for _, tt := range []struct {
+		args    []string
+		env     string
+		bytes   int64
+		percent float64
+	}{
+		{args: []string{"--free-space-reserve", "2%"}, percent: 2},
+		{args: []string{"--free-space-reserve", "0"}},
+		{env: "256MiB", bytes: 256 << 20},
+		{args: []string{"--free-space-reserve", "0.5%"}, env: "256MiB", percent: 0.5}, // the flag wins
+	} {
+		env := map[string]string{"VAULT_FREE_SPACE_RESERVE": tt.env}
+		for k, v := range base {
+			env[k] = v
+		}
+		c, err := LoadServe(tt.args, envOf(env), io.Discard)
+		if err != nil || c.ReserveBytes != tt.bytes || c.ReservePercent != tt.percent {
+			t.Errorf("LoadServe(%q, VAULT_FREE_SPACE_RESERVE=%q): reserve %d bytes, %g%%, err %v; want %d, %g%%",
+				tt.args, tt.env, c.ReserveBytes, c.ReservePercent, err, tt.bytes, tt.percent)
+		}
 	}
 }
 
@@ -69,6 +93,10 @@ func TestLoadServeRefusesUnsafe(t *testing.T) {
 		{name: "bad body rate", args: []string{"--min-body-rate", "fast"}, want: "min body rate"},
 		{name: "batch memory below one batch", args: []string{"--batch-memory", "1MiB"}, want: "batch memory"},
 		{name: "bad duration in env", env: map[string]string{"VAULT_DATA_DIR": "/d", "VAULT_DATABASE_URL": "postgres://x", "VAULT_COMMIT_TIMEOUT": "soon"}, want: "commit-timeout"},
+		{name: "bad reserve", args: []string{"--free-space-reserve", "much"}, want: "free space reserve"},
+		{name: "negative reserve share", args: []string{"--free-space-reserve", "-1%"}, want: "free space reserve"},
+		{name: "reserve share over half", args: []string{"--free-space-reserve", "60%"}, want: "free space reserve"},
+		{name: "reserve share not a number", args: []string{"--free-space-reserve", "NaN%"}, want: "free space reserve"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
@@ -35,6 +36,51 @@ type checkpointGuard struct {
 	mu     sync.Mutex
 	pinned *SignedCheckpoint
 	broken error // wraps ErrRollback; never cleared: a restart re-checks from the data directory
+
+	// The last SignCheckpoint: when one last succeeded (the signed
+	// checkpoint then covered the whole log), and the error of the last
+	// one if it failed. /readyz reports them.
+	passAt  time.Time
+	passErr error
+}
+
+func (g *checkpointGuard) notePass(now time.Time, cp SignedCheckpoint, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.passErr = err
+	if err == nil {
+		g.passAt = now
+	}
+}
+
+// CheckpointStatus is the state of checkpoint signing, as /readyz reports
+// it.
+type CheckpointStatus struct {
+	// Size is the size of the latest checkpoint signed or pinned (0: none).
+	Size int64
+	// CurrentAt is when a signing pass last found the log covered by a
+	// signed checkpoint (signing a new one if it had grown); zero if none
+	// has yet.
+	CurrentAt time.Time
+	// Age is the time since CurrentAt, by the store's clock.
+	Age time.Duration
+	// Err is the last pass's error, if it failed.
+	Err error
+}
+
+// CheckpointStatus returns the state of checkpoint signing.
+func (s *Store) CheckpointStatus() CheckpointStatus {
+	g := &s.ckpt
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := CheckpointStatus{CurrentAt: g.passAt, Err: g.passErr}
+	if g.pinned != nil {
+		st.Size = g.pinned.Size
+	}
+	if !g.passAt.IsZero() {
+		st.Age = s.clk.Now().Sub(g.passAt)
+	}
+	return st
 }
 
 func (g *checkpointGuard) state() (*SignedCheckpoint, error) {
@@ -149,6 +195,12 @@ func (s *Store) StoredCheckpoint(ctx context.Context) (SignedCheckpoint, error) 
 // later call (see AuditIntegrity). A database it cannot reach is
 // ErrUnavailable and changes nothing.
 func (s *Store) SignCheckpoint(ctx context.Context, signer note.Signer) (SignedCheckpoint, bool, error) {
+	cp, signed, err := s.signCheckpoint(ctx, signer)
+	s.ckpt.notePass(s.clk.Now(), cp, err)
+	return cp, signed, err
+}
+
+func (s *Store) signCheckpoint(ctx context.Context, signer note.Signer) (SignedCheckpoint, bool, error) {
 	s.ckpt.sign.Lock()
 	defer s.ckpt.sign.Unlock()
 	floor, broken := s.ckpt.state()

@@ -41,6 +41,10 @@ func (s *Store) PutBatch(ctx context.Context, uploader string, items []BatchItem
 	if err != nil {
 		return nil, err
 	}
+	// The whole batch, as PutChunk would each of its chunks.
+	if err := s.admitContent(ctx); err != nil {
+		return nil, err
+	}
 	results := make([]BatchResult, len(items))
 	for i, it := range items {
 		results[i].Hash = it.Hash

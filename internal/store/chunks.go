@@ -78,10 +78,17 @@ RETURNING ` + chunkColumns
 // full: a client must not be able to claim a hash without holding the
 // content, and a different body under a known hash is refused with
 // chunk.ErrHashMismatch. Retention is then extended if asked, never shortened.
+//
+// While free space is at or below the reserve (or the store is read-only)
+// every upload is refused with ErrInsufficientStorage before its body is
+// read; a full filesystem surfaces as an error wrapping syscall.ENOSPC.
 func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, body io.Reader, retainUntil time.Time) (PutResult, error) {
 	now := s.clk.Now()
 	until, err := s.retainUntil(now, retainUntil)
 	if err != nil {
+		return PutResult{}, err
+	}
+	if err := s.admitContent(ctx); err != nil {
 		return PutResult{}, err
 	}
 	body = &limitReader{r: body, max: s.opts.MaxChunkSize}

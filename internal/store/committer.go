@@ -277,7 +277,6 @@ func (c *committer) append(items []*commitItem) (sealed int64) {
 	if len(recs) == 0 {
 		return 0
 	}
-	active := c.packs.Active()
 	locs, sealedNow, err := c.packs.Append(recs)
 	for _, it := range packed {
 		if err != nil {
@@ -288,7 +287,9 @@ func (c *committer) append(items []*commitItem) (sealed int64) {
 		it.loc = &loc
 	}
 	if sealedNow {
-		return active
+		// The pack the records went into; it may have been started by
+		// this Append (after a failed write, no pack is open until then).
+		return locs[0].Pack
 	}
 	return 0
 }

@@ -61,6 +61,12 @@ func TestDBErrUnavailableOnlyForConnections(t *testing.T) {
 		{"statement timeout 57014", &pgconn.PgError{Code: "57014"}, ErrUnavailable},
 		{"lock timeout 55P03", &pgconn.PgError{Code: "55P03"}, ErrUnavailable},
 
+		// The journal's append fails inside the transaction when the data
+		// directory is full: 507 "insufficient storage", not "index
+		// unavailable" (a syscall.Errno passes for a net.Error).
+		{"journal append on a full disk", fmt.Errorf("audit: journal: journal: append: %w",
+			&os.PathError{Op: "write", Path: "/data/journal/1.wvj", Err: syscall.ENOSPC}), syscall.ENOSPC},
+		{"quota reached", &os.PathError{Op: "write", Path: "/data/x", Err: syscall.EDQUOT}, syscall.EDQUOT},
 		{"missing tree hash", fmt.Errorf("audit: %w: stored hash 6 is missing", ErrAuditTree), ErrAuditTree},
 		{"broken chain", fmt.Errorf("%w: gap before entry 3", ErrAuditChainBroken), ErrAuditChainBroken},
 		{"rollback", fmt.Errorf("%w: 3 entries, signed 5", ErrRollback), ErrRollback},

@@ -40,6 +40,10 @@ var (
 	ErrDamaged = errors.New("store: chunk is damaged and awaits a re-upload")
 	// ErrTooLarge: a chunk over the configured maximum size.
 	ErrTooLarge = errors.New("store: chunk too large")
+	// ErrInsufficientStorage: the data directory's free space is below
+	// the reserve (or the filesystem is full), so new content is refused
+	// until space is freed; reads and everything else go on.
+	ErrInsufficientStorage = errors.New("store: insufficient storage")
 )
 
 // InvalidError reports bad input: which field and why.

@@ -467,6 +467,10 @@ func (s *Store) PutResticFile(ctx context.Context, actor, repo, typ, name string
 		return ResticFile{}, false, err
 	}
 	op := fmt.Sprintf("put restic %s file %s of %s", typ, name, repo)
+	// Before the body is spooled; PutChunk checks again.
+	if err := s.admitContent(ctx); err != nil {
+		return ResticFile{}, false, fmt.Errorf("store: %s: %w", op, err)
+	}
 	limit := s.opts.MaxChunkSize
 	if typ == ResticLocks {
 		limit = min(limit, MaxResticLockSize)

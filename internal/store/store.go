@@ -103,6 +103,15 @@ type Options struct {
 	// transaction does not finish in time fails with ErrUnavailable, and
 	// nothing in it is acknowledged. It also bounds single-row look-ups.
 	CommitTimeout time.Duration
+	// FreeSpace reads the space of the filesystem holding the content.
+	// Nil: free space is not checked, and no reserve is kept.
+	FreeSpace func() (Space, error)
+	// Reserve is the free space below which new content is refused with
+	// ErrInsufficientStorage (see space.go). Zero: refused only once the
+	// filesystem is full.
+	Reserve Reserve
+	// SpaceCacheTTL is how long a free-space reading is reused.
+	SpaceCacheTTL time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -146,6 +155,9 @@ func (o *Options) setDefaults() {
 	if o.RetentionBatch == 0 {
 		o.RetentionBatch = DefaultRetentionBatch
 	}
+	if o.SpaceCacheTTL == 0 {
+		o.SpaceCacheTTL = DefaultSpaceCacheTTL
+	}
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = DefaultCommitTimeout
 	}
@@ -188,6 +200,10 @@ type Store struct {
 	// ckpt holds the latest signed checkpoint and any rollback found under
 	// it, in memory: see audit_checkpoint.go.
 	ckpt checkpointGuard
+
+	// space caches the free-space reading and holds the read-only state:
+	// see space.go.
+	space spaceGuard
 }
 
 // New returns a Store over an open pool and blob store. metrics may be nil.
@@ -271,6 +287,12 @@ func dbErr(op string, err error) error {
 			return fmt.Errorf("store: %s: %w: %s", op, ErrConflict, pgErr.Message)
 		}
 	}
+	if NoSpace(err) {
+		// The data directory is full (the journal's append failed inside
+		// the transaction): 507, not "index unavailable". Checked first,
+		// since a syscall.Errno also passes for a net.Error below.
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
 	if connectionErr(err) {
 		return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
 	}
@@ -348,7 +370,7 @@ func isStoreErr(err error) bool {
 		missing *MissingChunksError
 	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
-		ErrUnavailable, ErrCorrupt, ErrDamaged, ErrContentMissing, ErrTooLarge, ErrSelfApproval, ErrClockSkew,
+		ErrUnavailable, ErrCorrupt, ErrDamaged, ErrContentMissing, ErrTooLarge, ErrInsufficientStorage, ErrSelfApproval, ErrClockSkew,
 		ErrRequiresApproval, ErrBadSignature, ErrIntegrity, ErrAuditTree, ErrAuditChainBroken, ErrRollback} {
 		if errors.Is(err, e) {
 			return true

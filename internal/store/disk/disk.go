@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
@@ -166,6 +167,15 @@ func (d *Disk) init() error {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	if err := d.probe(); err != nil {
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			// A full filesystem is usable for reads: the vault starts and
+			// serves them (restores above all), and refuses new content
+			// with 507 until space is freed. Anything else is a
+			// filesystem the vault cannot use at all.
+			d.log.Warn("the data directory's filesystem is full: reads are served, uploads are refused until space is freed",
+				"dir", d.dir, "err", err)
+			return nil
+		}
 		return fmt.Errorf("write probe in %s: %w", d.blobs, err)
 	}
 	return nil

@@ -13,6 +13,14 @@
 // starts a fresh pack at every Open, so a pack left open by a crash is never
 // appended to again: its tail is checked by Scan and repaired by Truncate.
 //
+// A failed write (a full disk, above all) never leaves the writer closed:
+// the pack it failed in is abandoned (cut back to its last durable record,
+// or removed if it holds none), and the next Append starts a new pack. If
+// that start fails too (the disk is still full), the Append fails with the
+// cause and the one after it tries again, so appends resume by themselves
+// once space returns. Open itself succeeds on a full disk, without an open
+// pack, so that a vault can start and serve reads.
+//
 // The package knows nothing of the index: the store decides what a record
 // means and when it may be acknowledged (after Append returned, which is
 // after the fsync, and after its index row committed).
@@ -84,13 +92,21 @@ type Packs struct {
 	limit int64
 
 	mu     sync.Mutex
-	active *os.File
-	id     int64
+	active *os.File // nil while no pack is open
+	id     int64    // the open pack, or the last one while none is open
 	size   int64
+	next   int64 // the id the next start uses
+	// down says why no pack is open (a failed write or start); nil while
+	// one is, or before the first start.
+	down   error
+	closed bool   // Close was called: appends fail for good
 	hdr    []byte // reused append buffer
 }
 
-// Open opens or creates the pack directory and starts a new pack.
+// Open opens or creates the pack directory and starts a new pack. If the
+// filesystem has no space for the new pack (ENOSPC, EDQUOT), Open still
+// succeeds, without an open pack: Err reports why, and the next Append or
+// Ready starts one.
 func Open(dir string, o Options) (*Packs, error) {
 	if o.Limit == 0 {
 		o.Limit = DefaultLimit
@@ -106,14 +122,20 @@ func Open(dir string, o Options) (*Packs, error) {
 	if err != nil {
 		return nil, err
 	}
-	next := int64(1)
+	p.next = 1
 	if len(ids) > 0 {
-		next = ids[len(ids)-1] + 1
+		p.next = ids[len(ids)-1] + 1
 	}
-	if err := p.start(next); err != nil {
+	if err := p.start(); err != nil && !NoSpace(err) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// NoSpace reports whether err says the filesystem is out of space (or the
+// user out of quota): a condition that passes once space is freed.
+func NoSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
 // OpenReadOnly opens an existing pack directory for reading and scanning
@@ -129,51 +151,112 @@ func OpenReadOnly(dir string) (*Packs, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("pack: %s is not a directory", dir)
 	}
-	return &Packs{dir: dir, limit: DefaultLimit}, nil
+	return &Packs{dir: dir, limit: DefaultLimit, closed: true}, nil
 }
 
-// Active returns the id of the pack open for appends.
+// Active returns the id of the pack open for appends, or 0 if none is
+// open (a start failed; the next Append retries).
 func (p *Packs) Active() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.active == nil {
+		return 0
+	}
 	return p.id
+}
+
+// Err returns why no pack is open for appends (the last failed write or
+// start), or nil if one is, or none was needed yet.
+func (p *Packs) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errClosed
+	}
+	return p.down
+}
+
+// Ready reports whether appends can proceed: it returns nil if a pack is
+// open, and otherwise tries to start one (as the next Append would) and
+// returns the error if that fails. Readiness probes call it, so a writer
+// stopped by a full disk shows ready again as soon as space returns.
+func (p *Packs) Ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errClosed
+	}
+	if p.active != nil {
+		return nil
+	}
+	return p.start()
 }
 
 func (p *Packs) path(id int64) string {
 	return filepath.Join(p.dir, fmt.Sprintf("%016x%s", id, suffix))
 }
 
-// start creates pack id and makes its existence durable.
-func (p *Packs) start(id int64) error {
-	f, err := os.OpenFile(p.path(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+var errClosed = errors.New("pack: closed")
+
+// start creates pack p.next and makes its existence durable; p.mu is held.
+// On failure no pack is open, p.down says why, and a file it created is
+// removed again: it holds no record, so nothing can refer to it, and on a
+// full disk an empty pack left behind at every retry would only add to
+// the clutter.
+func (p *Packs) start() (err error) {
+	id := p.next
+	p.next++ // never reuse an id, even one whose file is removed below
+	path := p.path(id)
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("pack: create %d: %w", id, err)
+			p.down = err
+		}
+	}()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
-		return fmt.Errorf("pack: create %d: %w", id, err)
-	}
-	if _, err := f.Write([]byte(fileMagic)); err != nil {
-		f.Close()
-		return fmt.Errorf("pack: create %d: %w", id, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("pack: create %d: %w", id, err)
-	}
-	if err := syncDir(p.dir); err != nil {
-		f.Close()
 		return err
 	}
-	p.active, p.id, p.size = f, id, int64(len(fileMagic))
+	fail := func(err error) error {
+		f.Close()
+		if rerr := os.Remove(path); rerr != nil {
+			return errors.Join(err, fmt.Errorf("remove the empty pack: %w", rerr))
+		}
+		_ = syncDir(p.dir) // best effort: an empty pack that reappears after a crash is harmless
+		return err
+	}
+	if _, err := f.Write([]byte(fileMagic)); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(p.dir); err != nil {
+		return fail(err)
+	}
+	p.active, p.id, p.size, p.down = f, id, int64(len(fileMagic)), nil
 	return nil
 }
 
 // Append writes recs to the open pack with one write and one fdatasync and
 // returns their locations, in order. When it returns without error every
 // record is durable. sealed reports that the pack the records went into was
-// sealed afterwards (it reached its limit); a new pack is then open.
+// sealed afterwards (it reached its limit); a new pack is then open, unless
+// starting it failed, in which case the next Append tries again.
+//
+// If no pack is open (an earlier write or start failed), Append first
+// starts one, and fails with that error if it cannot. An error for which
+// NoSpace is true passes once space is freed.
 func (p *Packs) Append(recs []Record) (locs []Location, sealed bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil, false, errClosed
+	}
 	if p.active == nil {
-		return nil, false, errors.New("pack: closed")
+		if err := p.start(); err != nil {
+			return nil, false, err
+		}
 	}
 	buf := p.hdr[:0]
 	locs = make([]Location, len(recs))
@@ -196,38 +279,62 @@ func (p *Packs) Append(recs []Record) (locs []Location, sealed bool, err error) 
 	}
 	p.size = off
 	if p.size >= p.limit {
-		if err := p.seal(); err != nil {
-			return locs, false, err
-		}
-		return locs, true, nil
+		// The records are durable whatever happens to the seal: its
+		// failure abandons the pack (unsealed, it is scanned at the next
+		// start) but does not fail the append.
+		return locs, p.seal(), nil
 	}
 	return locs, false, nil
 }
 
-// fail abandons the open pack after a failed write or sync: its tail is in
-// an unknown state, so nothing more is appended to it (the next Open's
-// Scan decides what in it is good) and a new pack begins.
+// fail abandons the open pack after a failed write or sync and returns
+// err. Its tail is in an unknown state, so nothing more is appended to it:
+// it is cut back to the end of its last durable record (on a full disk that
+// frees what the failed write took), and removed if it holds no record at
+// all: no Append succeeded in it, so nothing refers to it. If the cut
+// fails, the next Open's Scan finds the torn tail. The next Append starts a
+// new pack.
 func (p *Packs) fail(err error) error {
-	p.active.Close()
-	p.active = nil
-	if serr := p.start(p.id + 1); serr != nil {
-		return errors.Join(err, serr)
+	f, path := p.active, p.path(p.id)
+	p.active, p.down = nil, err
+	if p.size <= int64(len(fileMagic)) {
+		f.Close()
+		if os.Remove(path) == nil {
+			_ = syncDir(p.dir)
+		}
+		return err
 	}
+	if f.Truncate(p.size) == nil {
+		_ = f.Sync()
+	}
+	f.Close()
 	return err
 }
 
-// seal makes the open pack read-only and starts the next.
-func (p *Packs) seal() error {
+// seal makes the open pack read-only and starts the next, reporting
+// whether the pack was sealed. A failed start leaves no pack open (the next
+// Append retries); a failed chmod or sync abandons the pack unsealed.
+func (p *Packs) seal() bool {
 	f := p.active
 	if err := f.Chmod(0o440); err != nil {
-		return p.fail(fmt.Errorf("pack: seal %d: %w", p.id, err))
+		p.abandon(fmt.Errorf("pack: seal %d: %w", p.id, err))
+		return false
 	}
 	if err := f.Sync(); err != nil {
-		return p.fail(fmt.Errorf("pack: seal %d: %w", p.id, err))
+		p.abandon(fmt.Errorf("pack: seal %d: %w", p.id, err))
+		return false
 	}
 	f.Close()
 	p.active = nil
-	return p.start(p.id + 1)
+	_ = p.start() // on failure p.down says why, and the next Append retries
+	return true
+}
+
+// abandon closes the open pack, whose records are all durable, without
+// sealing it: the next start-up's reconcile scans it.
+func (p *Packs) abandon(err error) {
+	p.active.Close()
+	p.active, p.down = nil, err
 }
 
 func appendHeader(b []byte, h chunk.Hash, n int) []byte {
@@ -399,7 +506,7 @@ func resync(f *os.File, from, size int64) (int64, error) {
 func (p *Packs) Truncate(id, size int64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if id == p.id {
+	if p.active != nil && id == p.id {
 		return fmt.Errorf("pack: truncate %d: it is open for appends", id)
 	}
 	path := p.path(id)
@@ -482,10 +589,11 @@ func (p *Packs) Punch(loc Location, size int64) error {
 }
 
 // Close closes the open pack (it stays unsealed; the next Open starts a new
-// one).
+// one). Appends fail after it.
 func (p *Packs) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	if p.active == nil {
 		return nil
 	}
