@@ -136,6 +136,10 @@ type readyzBody struct {
 		OK    bool   `json:"ok"`
 		Error string `json:"error"`
 	} `json:"audit_log"`
+	GroupCommit struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	} `json:"group_commit"`
 	Error *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
@@ -176,7 +180,7 @@ func wantDegraded(t testing.TB, resp response, failing ...string) readyzBody {
 		t.Errorf("/readyz 503 without Retry-After")
 	}
 	got := map[string]bool{"database": !rd.Database.OK, "pack_writer": !rd.PackWriter.OK, "free_space": !rd.FreeSpace.OK,
-		"checkpoint": !rd.Checkpoint.OK, "audit_log": !rd.AuditLog.OK}
+		"checkpoint": !rd.Checkpoint.OK, "audit_log": !rd.AuditLog.OK, "group_commit": !rd.GroupCommit.OK}
 	want := map[string]bool{}
 	for _, f := range failing {
 		want[f] = true

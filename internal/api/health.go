@@ -33,6 +33,9 @@ type readiness struct {
 	FreeSpace  spaceCheck      `json:"free_space"`
 	Checkpoint checkpointCheck `json:"checkpoint"`
 	AuditLog   readyCheck      `json:"audit_log"`
+	// GroupCommit fails while the last group commit failed (a stalled or
+	// unreachable index: uploads get 503) until one succeeds again.
+	GroupCommit readyCheck `json:"group_commit"`
 }
 
 type readyCheck struct {
@@ -157,6 +160,7 @@ func (h *handler) readiness(ctx context.Context) (readiness, error) {
 	fail(&rd.Checkpoint.readyCheck, "checkpoint", cerr, shown)
 
 	fail(&rd.AuditLog, "audit log", h.store.AuditIntegrity(), "")
+	fail(&rd.GroupCommit, "group commit", h.store.CommitHealth(), "")
 
 	if len(failed) == 0 {
 		rd.Status = "ready"

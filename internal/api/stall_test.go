@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -168,6 +169,9 @@ func TestLockedChunksTableFailsUploadsWithin503AndReleasesWork(t *testing.T) {
 	if err := st.CommitHealth(); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("CommitHealth under the lock = %v, want ErrUnavailable (readiness must degrade)", err)
 	}
+	if ok, status := groupCommitReady(t, srv); ok || status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz under the lock: %d, group_commit ok %v; want 503 and group_commit failing", status, ok)
+	}
 
 	// Every client has left (the lock is still held): the server's work
 	// for them must be gone too, within a tolerance for runtime noise.
@@ -191,4 +195,23 @@ func TestLockedChunksTableFailsUploadsWithin503AndReleasesWork(t *testing.T) {
 	if err := st.CommitHealth(); err != nil {
 		t.Errorf("CommitHealth after the lock = %v, want nil", err)
 	}
+	if ok, _ := groupCommitReady(t, srv); !ok {
+		t.Errorf("/readyz after the lock: group_commit still failing")
+	}
+}
+
+// groupCommitReady asks /readyz and returns its group_commit check and
+// status.
+func groupCommitReady(t *testing.T, srv *httptest.Server) (bool, int) {
+	t.Helper()
+	resp := doRequest(t, srv, http.MethodGet, "/readyz", "", nil, nil)
+	var rd struct {
+		GroupCommit struct {
+			OK bool `json:"ok"`
+		} `json:"group_commit"`
+	}
+	if err := json.Unmarshal([]byte(resp.body), &rd); err != nil {
+		t.Fatalf("/readyz: %v: %s", err, resp.body)
+	}
+	return rd.GroupCommit.OK, resp.StatusCode
 }

@@ -125,6 +125,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wormvault_uploads_refused_insufficient_storage_total",
 			Help: "Uploads refused before any write because free space was at or below the reserve, or the vault was read-only.",
 		}),
+		commitTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_commit_timeouts_total",
+			Help: "Uploads answered 503 because their group commit missed its deadline (a stalled index database).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.freeBytes, m.reserveBytes, m.spaceRefusals, m.commitTimeouts)
