@@ -78,7 +78,7 @@ func TestAdminDeletionCommands(t *testing.T) {
 	t.Cleanup(srv.Close)
 	issuer := auth.NewIssuer(key, "cli-test", clk)
 	token := func(role auth.Role, subject string) string {
-		tok, _, err := issuer.Issue(role, subject, 30*24*time.Hour)
+		tok, _, err := issueAll(issuer, role, subject, 30*24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -147,7 +147,7 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 		Verifier: auth.NewVerifier(signKey.Public().(ed25519.PublicKey), v.ID, st, clk)}))
 	issuer := auth.NewIssuer(signKey, v.ID, clk)
 	env := func(role auth.Role, subject string) map[string]string {
-		tok, _, err := issuer.Issue(role, subject, 90*24*time.Hour)
+		tok, _, err := issueAll(issuer, role, subject, 90*24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +202,7 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.RevokeToken(ctx, "alice", p.JTI, "laptop stolen"); err != nil {
+	if err := st.RevokeToken(ctx, "alice", p.JTI, "laptop stolen", store.RevokeOptions{Unregistered: true}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -37,6 +37,10 @@ var (
 	ErrIntegrity = errors.New("store: integrity check failed")
 	// ErrTooLarge: a chunk over the configured maximum size.
 	ErrTooLarge = errors.New("store: chunk too large")
+	// ErrSignerNotCaller: a signed request, approval or cancel whose signer
+	// is not the admin the calling token names. One insider's token and
+	// another admin's stolen key must not make two approvals.
+	ErrSignerNotCaller = errors.New("store: the signer is not the admin the token names")
 )
 
 // InvalidError reports bad input: which field and why.
