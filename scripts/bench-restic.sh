@@ -80,8 +80,8 @@ psql -q "$VAULT_TEST_DATABASE_URL" -c "CREATE DATABASE $db" >/dev/null
   --log-level warn >"$bench/vault.log" 2>&1 &
 pids+=($!)
 wait_port 18431 || { cat "$bench/vault.log" >&2; exit 1; }
-agent=$("$bench/bin/vault" token issue --data-dir "$bench/vault" --role agent --subject bench-agent --ttl 1h 2>/dev/null)
-reader=$("$bench/bin/vault" token issue --data-dir "$bench/vault" --role reader --subject bench-reader --ttl 1h 2>/dev/null)
+agent=$("$bench/bin/vault" token issue --data-dir "$bench/vault" --database-url "$base/$db" --role agent --subject bench-agent --restic-repo bench --ttl 1h 2>/dev/null)
+reader=$("$bench/bin/vault" token issue --data-dir "$bench/vault" --database-url "$base/$db" --role reader --subject bench-reader --restic-repo bench --ttl 1h 2>/dev/null)
 run wormvault "rest:http://bench:$agent@127.0.0.1:18431/restic/bench/" \
   "rest:http://bench:$reader@127.0.0.1:18431/restic/bench/" "${pids[-1]}"
 

@@ -32,7 +32,11 @@ VAULT_OWNER_DATABASE_URL=$owner_url "$vault" migrate >/dev/null 2>&1 || VAULT_OW
 # The server never holds the owner's credential.
 unset VAULT_OWNER_DATABASE_URL VAULT_TEST_DATABASE_URL VAULT_TEST_RUNTIME_URL
 
-issue() { "$vault" token issue --data-dir "$VAULT_DATA_DIR" --role "$1" --subject "$2" --ttl 24h 2>/dev/null; }
+# Tokens are registered in the database (vault token list shows them).
+# The demo agent writes the walkthrough's sources and restic repository
+# only; the demo reader reads every source (a restore token for one
+# machine would be --source NAME).
+issue() { "$vault" token issue --data-dir "$VAULT_DATA_DIR" --ttl 24h --role "$@" 2>/dev/null; }
 url="http://$VAULT_LISTEN"
 cat <<MSG
 
@@ -41,14 +45,15 @@ wormvault dev vault: $url   (data: $VAULT_DATA_DIR)
 Tokens (valid 24h). In another terminal, paste:
 
   export VAULT_URL=$url
-  export AGENT=$(issue agent demo-agent)
-  export READER=$(issue reader demo-reader)
-  export AUDITOR=$(issue auditor demo-auditor)
+  export AGENT=$(issue agent --subject demo-agent --source db01,web01,laptop --restic-repo demo)
+  export READER=$(issue reader --subject demo-reader --all-sources)
+  export AUDITOR=$(issue auditor --subject demo-auditor)
 
 Dev admins (personal signing keys; init enrolled them): $admins/{alice,bob,carol}.key
   sign with: bin/vault admin deletions approve ID --key $admins/bob.key
 
-More tokens: bin/vault token issue --data-dir $VAULT_DATA_DIR --role agent|reader|auditor|admin --subject NAME --ttl 24h
+More tokens: bin/vault token issue --data-dir $VAULT_DATA_DIR --database-url \$VAULT_DATABASE_URL --role agent|reader|auditor|admin|metrics --subject NAME --ttl 24h
+  (agent and reader tokens: --source NAME and/or --restic-repo NAME)
 
 Try it:
 

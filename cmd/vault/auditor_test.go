@@ -62,7 +62,7 @@ func newAuditorFixture(t testing.TB) *auditorFixture {
 	f := &auditorFixture{url: srv.URL, store: st, tokens: map[auth.Role]string{}, snaps: map[string]client.Committed{}}
 	issuer := auth.NewIssuer(key, "cli-test", clk)
 	for _, role := range []auth.Role{auth.RoleAgent, auth.RoleReader, auth.RoleAuditor, auth.RoleAdmin} {
-		tok, _, err := issuer.Issue(role, "cli-"+string(role), time.Hour)
+		tok, _, err := issueAll(issuer, role, "cli-"+string(role), time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

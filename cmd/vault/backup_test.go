@@ -38,8 +38,8 @@ func TestRestoredDatabaseDumpCatchesUp(t *testing.T) {
 	v := mustStartVault(t, bin, serveArgs(db1.URL)...)
 	c := newTestClient(t)
 	mustWaitReady(t, c, v)
-	agent := mustIssueToken(t, bin, dir, "agent", "backup-agent")
-	reader := mustIssueToken(t, bin, dir, "reader", "restore")
+	agent := mustIssueToken(t, bin, dir, db1.URL, "agent", "backup-agent")
+	reader := mustIssueToken(t, bin, dir, db1.URL, "reader", "restore")
 
 	rng := rand.New(rand.NewPCG(16, 3))
 	acked := map[chunk.Hash][]byte{}

@@ -40,8 +40,8 @@ func TestIdleConnectionFloodDoesNotLockOutTokenClient(t *testing.T) {
 	db := pgtest.New(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	mustRunVault(t, bin, "init", "--data-dir", dir)
-	agent := mustIssueToken(t, bin, dir, "agent", "web01")
-	reader := mustIssueToken(t, bin, dir, "reader", "restore")
+	agent := mustIssueToken(t, bin, dir, db.URL, "agent", "web01")
+	reader := mustIssueToken(t, bin, dir, db.URL, "reader", "restore")
 	const maxConns = 256
 	srv := mustStartVault(t, bin, "--data-dir", dir, "--database-url", db.URL, "--listen", "127.0.0.1:0",
 		"--max-conns", strconv.Itoa(maxConns), "--max-conns-per-client", "0")

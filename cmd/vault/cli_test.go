@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -99,6 +100,17 @@ func mustVaultIdentity(t testing.TB, dir string) (string, ed25519.PublicKey) {
 type noRevocations struct{}
 
 func (noRevocations) IsRevoked(context.Context, string) (bool, error) { return false, nil }
+
+// issueAll issues a token as the tests before scopes did: agent and reader
+// tokens reach every source.
+func issueAll(i *auth.Issuer, role auth.Role, subject string, ttl time.Duration) (string, auth.Claims, error) {
+	if auth.Scoped(role) {
+		return i.IssueScoped(role, subject, ttl, auth.AllSources())
+	}
+	return i.Issue(role, subject, ttl)
+}
+
+func (noRevocations) IsKeyDistrusted(context.Context, string) (bool, error) { return false, nil }
 
 func TestInit(t *testing.T) {
 	t.Parallel()
@@ -182,13 +194,19 @@ func TestInit(t *testing.T) {
 
 func TestTokenIssue(t *testing.T) {
 	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	env := map[string]string{"VAULT_DATABASE_URL": dbURL}
 	dir := mustInitVault(t)
 	id, pub := mustVaultIdentity(t, dir)
 	verifier := auth.NewVerifier(pub, id, noRevocations{}, clock.Real{})
 
-	for _, role := range []auth.Role{auth.RoleAgent, auth.RoleReader, auth.RoleAuditor, auth.RoleAdmin} {
+	for _, role := range []auth.Role{auth.RoleAgent, auth.RoleReader, auth.RoleAuditor, auth.RoleAdmin, auth.RoleMetrics} {
 		t.Run(string(role), func(t *testing.T) {
-			r := runCLI(t, nil, nil, "token", "issue", "--data-dir", dir, "--role", string(role), "--subject", "alice", "--ttl", "2h")
+			args := []string{"token", "issue", "--data-dir", dir, "--role", string(role), "--subject", "alice", "--ttl", "2h"}
+			if auth.Scoped(role) {
+				args = append(args, "--source", "db01,web-*", "--restic-repo", "db01")
+			}
+			r := runCLI(t, env, nil, args...)
 			if r.err != nil {
 				t.Fatalf("token issue --role %s: %v\n%s", role, r.err, r.stderr)
 			}
@@ -209,11 +227,18 @@ func TestTokenIssue(t *testing.T) {
 			if !strings.Contains(r.stderr, p.JTI) {
 				t.Errorf("token issue stderr = %q, want it to name the token id %s", r.stderr, p.JTI)
 			}
+			wantScope := auth.AllSources()
+			if auth.Scoped(role) {
+				wantScope = auth.Scope{Sources: []string{"db01", "web-*"}, Restic: []string{"db01"}}
+			}
+			if !reflect.DeepEqual(p.Scope, wantScope) {
+				t.Errorf("token issue --role %s: scope %+v, want %+v", role, p.Scope, wantScope)
+			}
 		})
 	}
 
 	t.Run("day ttl", func(t *testing.T) {
-		r := runCLI(t, nil, nil, "token", "issue", "--data-dir", dir, "--role", "agent", "--subject", "a", "--ttl", "30d")
+		r := runCLI(t, env, nil, "token", "issue", "--data-dir", dir, "--role", "agent", "--subject", "a", "--ttl", "30d", "--all-sources")
 		if r.err != nil {
 			t.Fatalf("token issue --ttl 30d: %v", r.err)
 		}
@@ -234,18 +259,26 @@ func TestTokenIssue(t *testing.T) {
 		{"unknown role", []string{"--role", "root", "--subject", "a"}, "role"},
 		{"uppercase role", []string{"--role", "Admin", "--subject", "a"}, "role"},
 		{"no role", []string{"--subject", "a"}, "role"},
-		{"empty subject", []string{"--role", "agent", "--subject", ""}, "subject"},
-		{"no subject", []string{"--role", "agent"}, "subject"},
-		{"control character in subject", []string{"--role", "agent", "--subject", "a\nb"}, "subject"},
-		{"unparsable ttl", []string{"--role", "agent", "--subject", "a", "--ttl", "forever"}, "ttl"},
-		{"zero ttl", []string{"--role", "agent", "--subject", "a", "--ttl", "0s"}, "ttl"},
-		{"negative ttl", []string{"--role", "agent", "--subject", "a", "--ttl", "-1h"}, "ttl"},
-		{"ttl over the maximum", []string{"--role", "agent", "--subject", "a", "--ttl", "400d"}, "ttl"},
+		{"empty subject", []string{"--role", "agent", "--subject", "", "--source", "a"}, "subject"},
+		{"no subject", []string{"--role", "agent", "--source", "a"}, "subject"},
+		{"control character in subject", []string{"--role", "agent", "--subject", "a\nb", "--source", "a"}, "subject"},
+		{"unparsable ttl", []string{"--role", "agent", "--subject", "a", "--ttl", "forever", "--source", "a"}, "ttl"},
+		{"zero ttl", []string{"--role", "agent", "--subject", "a", "--ttl", "0s", "--source", "a"}, "ttl"},
+		{"negative ttl", []string{"--role", "agent", "--subject", "a", "--ttl", "-1h", "--source", "a"}, "ttl"},
+		{"ttl over the maximum", []string{"--role", "agent", "--subject", "a", "--ttl", "400d", "--source", "a"}, "ttl"},
+		{"agent without a scope", []string{"--role", "agent", "--subject", "a"}, "need a scope: --source NAME and/or --restic-repo NAME"},
+		{"reader without a scope", []string{"--role", "reader", "--subject", "a"}, "need a scope"},
+		{"all sources and a source", []string{"--role", "agent", "--subject", "a", "--all-sources", "--source", "db01"}, "cannot be combined"},
+		{"scope on an admin", []string{"--role", "admin", "--subject", "a", "--source", "db01"}, "have no scope"},
+		{"all sources on an auditor", []string{"--role", "auditor", "--subject", "a", "--all-sources"}, "have no scope"},
+		{"malformed pattern", []string{"--role", "agent", "--subject", "a", "--source", "db[0-"}, "syntax error"},
+		{"pattern with a space", []string{"--role", "agent", "--subject", "a", "--restic-repo", "db 01"}, "may use"},
+		{"stray argument", []string{"--role", "agent", "--subject", "a", "--source", "a", "extra"}, "unexpected argument"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"token", "issue", "--data-dir", dir}, tt.args...)
-			r := runCLI(t, nil, nil, args...)
+			r := runCLI(t, env, nil, args...)
 			if r.err == nil || !strings.Contains(r.err.Error(), tt.wantErr) {
 				t.Errorf("vault %q: error = %v, want one mentioning %q", args, r.err, tt.wantErr)
 			}
@@ -255,18 +288,24 @@ func TestTokenIssue(t *testing.T) {
 		})
 	}
 	t.Run("uninitialised data dir", func(t *testing.T) {
-		r := runCLI(t, nil, nil, "token", "issue", "--data-dir", t.TempDir(), "--role", "agent", "--subject", "a")
+		r := runCLI(t, env, nil, "token", "issue", "--data-dir", t.TempDir(), "--role", "agent", "--subject", "a", "--source", "a")
 		if r.err == nil || r.stdout != "" {
 			t.Errorf("token issue in an uninitialised dir: error = %v, stdout %q; want an error and no token", r.err, r.stdout)
 		}
 	})
 	t.Run("data dir from the environment", func(t *testing.T) {
-		r := runCLI(t, map[string]string{"VAULT_DATA_DIR": dir}, nil, "token", "issue", "--role", "reader", "--subject", "a")
+		r := runCLI(t, map[string]string{"VAULT_DATA_DIR": dir, "VAULT_DATABASE_URL": dbURL}, nil, "token", "issue", "--role", "reader", "--subject", "a", "--source", "a")
 		if r.err != nil {
 			t.Fatalf("token issue with VAULT_DATA_DIR: %v", r.err)
 		}
 		if _, err := verifier.Verify(context.Background(), strings.TrimSpace(r.stdout)); err != nil {
 			t.Errorf("token issued with VAULT_DATA_DIR does not verify: %v", err)
+		}
+	})
+	t.Run("no database", func(t *testing.T) {
+		r := runCLI(t, nil, nil, "token", "issue", "--data-dir", dir, "--role", "admin", "--subject", "a")
+		if r.err == nil || !strings.Contains(r.err.Error(), "VAULT_DATABASE_URL") || r.stdout != "" {
+			t.Errorf("token issue without a database: error = %v, stdout %q; want an error naming VAULT_DATABASE_URL and no token", r.err, r.stdout)
 		}
 	})
 }
@@ -292,7 +331,7 @@ func TestTokenRevoke(t *testing.T) {
 	dir := mustInitVault(t)
 	id, pub := mustVaultIdentity(t, dir)
 
-	issued := runCLI(t, nil, nil, "token", "issue", "--data-dir", dir, "--role", "admin", "--subject", "mallory")
+	issued := runCLI(t, map[string]string{"VAULT_DATABASE_URL": dbURL}, nil, "token", "issue", "--data-dir", dir, "--role", "admin", "--subject", "mallory")
 	if issued.err != nil {
 		t.Fatal(issued.err)
 	}
@@ -358,6 +397,8 @@ func TestTokenRevoke(t *testing.T) {
 		{"two token ids", nil, []string{"--database-url", dbURL, "a", "b"}},
 		{"no database", nil, []string{"some-jti"}},
 		{"overlong token id", nil, []string{"--database-url", dbURL, strings.Repeat("x", 129)}},
+		// A typo during an incident must not report success.
+		{"never issued", nil, []string{"--database-url", dbURL, p.JTI[:31] + "0"}},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {

@@ -31,6 +31,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/zeebo/blake3"
 
+	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/pgtest"
 )
@@ -131,10 +132,15 @@ func mustRunVault(t testing.TB, bin string, args ...string) (stdout, stderr stri
 	return out.String(), errOut.String()
 }
 
-// mustIssueToken issues a token with the vault binary.
-func mustIssueToken(t testing.TB, bin, dir, role, subject string) string {
+// mustIssueToken issues a token with the vault binary, registered in the
+// database dbURL; agent and reader tokens reach every source.
+func mustIssueToken(t testing.TB, bin, dir, dbURL, role, subject string) string {
 	t.Helper()
-	out, _ := mustRunVault(t, bin, "token", "issue", "--data-dir", dir, "--role", role, "--subject", subject, "--ttl", "1h")
+	args := []string{"token", "issue", "--data-dir", dir, "--database-url", dbURL, "--role", role, "--subject", subject, "--ttl", "1h"}
+	if auth.Scoped(auth.Role(role)) {
+		args = append(args, "--all-sources")
+	}
+	out, _ := mustRunVault(t, bin, args...)
 	tok := strings.TrimSpace(out)
 	if strings.Count(tok, ".") != 2 {
 		t.Fatalf("vault token issue --role %s printed %q, want a JWT", role, out)
@@ -681,8 +687,8 @@ func testCrashDuringUploads(t *testing.T, small bool, killAfter int64) {
 	dbURL := pgtest.NewDatabase(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	mustRunVault(t, bin, "init", "--data-dir", dir)
-	agent := mustIssueToken(t, bin, dir, "agent", agentSubject)
-	reader := mustIssueToken(t, bin, dir, "reader", "crash-reader")
+	agent := mustIssueToken(t, bin, dir, dbURL, "agent", agentSubject)
+	reader := mustIssueToken(t, bin, dir, dbURL, "reader", "crash-reader")
 	// Chunks up to 256 KiB go to pack files with group commit, larger ones
 	// to files of their own: the burst exercises both paths.
 	serveArgs := []string{"--data-dir", dir, "--database-url", dbURL, "--listen", "127.0.0.1:0", "--pack-threshold", "256KiB"}
@@ -907,8 +913,8 @@ func TestGracefulShutdown(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	mustRunVault(t, bin, "init", "--data-dir", dir)
-	agent := mustIssueToken(t, bin, dir, "agent", "graceful-agent")
-	reader := mustIssueToken(t, bin, dir, "reader", "graceful-reader")
+	agent := mustIssueToken(t, bin, dir, dbURL, "agent", "graceful-agent")
+	reader := mustIssueToken(t, bin, dir, dbURL, "reader", "graceful-reader")
 	serveArgs := []string{"--data-dir", dir, "--database-url", dbURL, "--listen", "127.0.0.1:0", "--shutdown-timeout", "60s"}
 
 	srv := mustStartVault(t, bin, serveArgs...)

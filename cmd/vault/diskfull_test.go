@@ -202,8 +202,8 @@ func TestDiskFullEndToEnd(t *testing.T) {
 	mustRunVault(t, bin, "init", "--data-dir", dir)
 	r := &diskFullRun{
 		t: t, c: newTestClient(t), rng: rand.New(rand.NewPCG(14, 2)),
-		agent:  mustIssueToken(t, bin, dir, "agent", "diskfull-agent"),
-		reader: mustIssueToken(t, bin, dir, "reader", "diskfull-reader"),
+		agent:  mustIssueToken(t, bin, dir, dbURL, "agent", "diskfull-agent"),
+		reader: mustIssueToken(t, bin, dir, dbURL, "reader", "diskfull-reader"),
 		acked:  map[chunk.Hash][]byte{}, refused: map[string]int{},
 	}
 	serveArgs := []string{"--data-dir", dir, "--database-url", dbURL, "--listen", "127.0.0.1:0",

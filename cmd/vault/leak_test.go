@@ -47,10 +47,10 @@ func newLeakVault(t *testing.T) *leakVault {
 	v := &leakVault{bin: mustBuildVault(t), db: pgtest.New(t), chunks: map[chunk.Hash][]byte{}}
 	v.dir = filepath.Join(t.TempDir(), "data")
 	mustRunVault(t, v.bin, "init", "--data-dir", v.dir)
-	v.agent = mustIssueToken(t, v.bin, v.dir, "agent", "web09")
-	v.reader = mustIssueToken(t, v.bin, v.dir, "reader", "restore")
-	v.auditor = mustIssueToken(t, v.bin, v.dir, "auditor", "audit")
-	v.admin = mustIssueToken(t, v.bin, v.dir, "admin", "alice")
+	v.agent = mustIssueToken(t, v.bin, v.dir, v.db.URL, "agent", "web09")
+	v.reader = mustIssueToken(t, v.bin, v.dir, v.db.URL, "reader", "restore")
+	v.auditor = mustIssueToken(t, v.bin, v.dir, v.db.URL, "auditor", "audit")
+	v.admin = mustIssueToken(t, v.bin, v.dir, v.db.URL, "admin", "alice")
 	// The server connects as the runtime role, as `make run` and the
 	// compose file make it do.
 	v.args = []string{"--data-dir", v.dir, "--database-url", v.db.URL, "--listen", "127.0.0.1:0", "--pack-threshold", "256KiB"}

@@ -147,7 +147,7 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 		Verifier: auth.NewVerifier(signKey.Public().(ed25519.PublicKey), v.ID, st, clk)}))
 	issuer := auth.NewIssuer(signKey, v.ID, clk)
 	env := func(role auth.Role, subject string) map[string]string {
-		tok, _, err := issuer.Issue(role, subject, 90*24*time.Hour)
+		tok, _, err := issueAll(issuer, role, subject, 90*24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,12 +197,12 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A token revoked by the server.
-	stolen := strings.TrimSpace(mustCLI(t, nil, "token", "issue", "--data-dir", dir, "--role", "reader", "--subject", "stolen", "--ttl", "24h"))
+	stolen := strings.TrimSpace(mustCLI(t, nil, "token", "issue", "--data-dir", dir, "--database-url", db1, "--role", "reader", "--subject", "stolen", "--ttl", "24h", "--all-sources"))
 	p, err := auth.NewVerifier(signKey.Public().(ed25519.PublicKey), v.ID, noRevocations{}, clock.Real{}).Verify(ctx, stolen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.RevokeToken(ctx, "alice", p.JTI, "laptop stolen"); err != nil {
+	if err := st.RevokeToken(ctx, "alice", p.JTI, "laptop stolen", store.RevokeOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -288,7 +288,11 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	c := newTestClient(t)
 	mustWaitReady(t, c, vs)
 	issue := func(role, subject string) string {
-		return strings.TrimSpace(mustCLI(t, nil, "token", "issue", "--data-dir", dir, "--role", role, "--subject", subject, "--ttl", "1h"))
+		args := []string{"token", "issue", "--data-dir", dir, "--database-url", db2, "--role", role, "--subject", subject, "--ttl", "1h"}
+		if auth.Scoped(auth.Role(role)) {
+			args = append(args, "--all-sources")
+		}
+		return strings.TrimSpace(mustCLI(t, nil, args...))
 	}
 	reader := issue("reader", "restorer")
 	var hashes []string

@@ -35,7 +35,7 @@ func TestMigrateOwnerURLAndRuntimeServe(t *testing.T) {
 		t.Fatalf("second migrate --owner-url: %v\n%s", r.err, r.stderr)
 	}
 	// Now the runtime login finds nothing to do and needs no rights.
-	r = runCLI(t, nil, nil, "token", "revoke", "--database-url", db.URL, "--reason", "test", "some-jti")
+	r = runCLI(t, nil, nil, "token", "revoke", "--database-url", db.URL, "--reason", "test", "--unregistered", "some-jti")
 	if r.err != nil {
 		t.Fatalf("token revoke as the runtime login on a current schema: %v\n%s", r.err, r.stderr)
 	}

@@ -200,11 +200,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Error("DAMAGE: chunks are damaged and await a re-upload (vault scrub status --damaged)", "count", dmg.Open)
 	}
 
-	verifier := auth.NewVerifier(key.Public().(ed25519.PublicKey), v.ID, st, clk)
-	for _, rk := range v.RetiredKeys {
-		if err := verifier.AddRetiredKey(rk.PublicKey, rk.NotAfter); err != nil {
-			return fmt.Errorf("serve: retired key %s: %w", rk.KID, err)
-		}
+	verifier, err := newServeVerifier(ctx, st, key.Public().(ed25519.PublicKey), v, clk, log)
+	if err != nil {
+		return err
 	}
 	handler := api.NewHandler(api.Options{
 		Store:    st,
@@ -238,6 +236,34 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 // every second) has not managed to cover the log with a signed checkpoint
 // for this long.
 const checkpointMaxAge = time.Minute
+// newServeVerifier builds the server's token verifier: the current key,
+// the retired keys until their last token expires, and never a distrusted
+// key. The keys vault.json lists as distrusted are recorded in the
+// database too (if a rebuild or a lost row dropped them), which is where
+// the verifier looks them up: a distrusted key is refused even while it
+// is still the current one, until the server restarts with the new key.
+func newServeVerifier(ctx context.Context, st *store.Store, pub ed25519.PublicKey, v config.Vault, clk clock.Clock, log *slog.Logger) (*auth.Verifier, error) {
+	distrusted := map[string]bool{}
+	for _, dk := range v.DistrustedKeys {
+		distrusted[dk.KID] = true
+		if err := st.DistrustKey(ctx, "vault.json", dk.KID, dk.PublicKey, dk.Reason); err != nil {
+			return nil, fmt.Errorf("serve: distrusted key %s: %w", dk.KID, err)
+		}
+	}
+	if distrusted[auth.KeyID(pub)] {
+		log.Error("the current token-signing key is distrusted: every token is refused until `vault token rotate-key --compromised` completes and the server restarts", "kid", auth.KeyID(pub))
+	}
+	verifier := auth.NewVerifier(pub, v.ID, st, clk)
+	for _, rk := range v.RetiredKeys {
+		if distrusted[rk.KID] {
+			continue
+		}
+		if err := verifier.AddRetiredKey(rk.PublicKey, rk.NotAfter); err != nil {
+			return nil, fmt.Errorf("serve: retired key %s: %w", rk.KID, err)
+		}
+	}
+	return verifier, nil
+}
 
 // serveHTTP serves until ctx is done, then shuts down gracefully: in-flight
 // uploads may finish within the shutdown timeout; after it, connections are
@@ -329,13 +355,7 @@ func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("serve: pprof: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	go func() {
 		<-ctx.Done()
@@ -343,6 +363,22 @@ func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
 	}()
 	log.Warn("pprof profiling enabled", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	return nil
+}
+
+// pprofMux serves the runtime profiles, never the command line: the
+// process's arguments may hold the database URL with its password, and
+// pprof's /debug/pprof/cmdline would print them. Nothing here reads the
+// environment.
+func pprofMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/cmdline", http.NotFound)
+	// Index serves the named runtime profiles (heap, goroutine, ...); the
+	// link it shows to cmdline answers 404 above.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // runExecutor executes due deletions every interval until ctx is done.

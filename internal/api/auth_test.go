@@ -14,6 +14,7 @@ import (
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/clock"
+	"github.com/wormvault/wormvault/internal/store"
 )
 
 // TestAuthentication tries every way a PUT could get in without a valid
@@ -69,7 +70,7 @@ func TestAuthentication(t *testing.T) {
 			return []string{"Bearer " + strings.Repeat("a", auth.MaxAuthorizationLen)}
 		}},
 		{"signed with another key", func(t *testing.T) []string {
-			tok, _, err := auth.NewIssuer(otherKey, testVaultID, ts.clk).Issue(auth.RoleAgent, "intruder", time.Hour)
+			tok, _, err := auth.NewIssuer(otherKey, testVaultID, ts.clk).IssueScoped(auth.RoleAgent, "intruder", time.Hour, auth.AllSources())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,7 +93,7 @@ func TestAuthentication(t *testing.T) {
 			return []string{"Bearer " + editPayload(t, ts.token(t, auth.RoleReader), "role", "agent")}
 		}},
 		{"other vault", func(t *testing.T) []string {
-			tok, _, err := auth.NewIssuer(ts.key, "other-vault", ts.clk).Issue(auth.RoleAgent, "test-agent", time.Hour)
+			tok, _, err := auth.NewIssuer(ts.key, "other-vault", ts.clk).IssueScoped(auth.RoleAgent, "test-agent", time.Hour, auth.AllSources())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +112,7 @@ func TestAuthentication(t *testing.T) {
 		}},
 		{"not yet valid", func(t *testing.T) []string {
 			future := clock.NewFake(ts.clk.Now().Add(time.Hour))
-			tok, _, err := auth.NewIssuer(ts.key, testVaultID, future).Issue(auth.RoleAgent, "test-agent", 2*time.Hour)
+			tok, _, err := auth.NewIssuer(ts.key, testVaultID, future).IssueScoped(auth.RoleAgent, "test-agent", 2*time.Hour, auth.AllSources())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,7 +191,7 @@ func TestRevokedToken(t *testing.T) {
 		t.Fatalf("HEAD before revocation: status %d", resp.StatusCode)
 	}
 
-	if err := ts.store.RevokeToken(context.Background(), "test-admin", claims.ID, "lost laptop"); err != nil {
+	if err := ts.store.RevokeToken(context.Background(), "test-admin", claims.ID, "lost laptop", store.RevokeOptions{Unregistered: true}); err != nil {
 		t.Fatalf("RevokeToken: %v", err)
 	}
 	// At once, with no time passing: revocation needs no cache expiry.

@@ -128,6 +128,17 @@ func (h *handler) getChunk(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	// A scoped reader reads only what its sources' snapshots reference.
+	if p := principal(r); !p.Scope.All {
+		ok, err := h.store.ChunkInSources(r.Context(), hash, p.Scope.SourceRegexps())
+		if err == nil && !ok {
+			err = fmt.Errorf("api: chunk %s is not referenced by a snapshot of the token's sources (%s): %w", hash, p.Scope, auth.ErrForbidden)
+		}
+		if err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+	}
 	rc, c, err := h.store.OpenChunk(r.Context(), hash)
 	if err != nil {
 		h.writeError(w, r, err)

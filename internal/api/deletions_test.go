@@ -236,7 +236,7 @@ func TestCancelOverHTTP(t *testing.T) {
 	wantError(t, ts.signed(t, ts.admin(t, "dave"), d.ID, "cancel", "dave", keys["dave"], ""), http.StatusBadRequest, "invalid")
 	// A token alone cannot cancel either: a stolen token-signing key must
 	// not be able to freeze deletions anonymously.
-	wantError(t, ts.postJSON(t, deletionPath(d.ID, "cancel"), ts.admin(t, "mallory"),
+	wantError(t, ts.postJSON(t, deletionPath(d.ID, "cancel"), ts.admin(t, "dave"),
 		map[string]string{"reason": "x", "signer": "dave", "format": "raw", "signature": ""}), http.StatusForbidden, "bad_signature")
 	ts.signed(t, ts.admin(t, "dave"), d.ID, "cancel", "dave", keys["dave"], "not agreed").mustStatus(t, http.StatusOK)
 	wantError(t, ts.signed(t, ts.admin(t, "erin"), d.ID, "approve", "erin", keys["erin"], ""), http.StatusConflict, "conflict")
@@ -289,7 +289,7 @@ func TestStolenSigningKeyCannotDelete(t *testing.T) {
 		wantError(t, ts.signed(t, forged[i+1], e.ID, "approve", signer, intruder, ""), http.StatusForbidden, "bad_signature")
 		wantError(t, ts.postJSON(t, deletionPath(e.ID, "approve"), forged[i+1], map[string]string{"signer": signer, "format": "raw", "signature": ""}),
 			http.StatusForbidden, "bad_signature")
-		wantError(t, ts.postJSON(t, deletionPath(e.ID, "approve"), forged[i+1], map[string]string{"signer": "mallory", "format": "raw", "signature": "AAAA"}),
+		wantError(t, ts.postJSON(t, deletionPath(e.ID, "approve"), ts.admin(t, "mallory"), map[string]string{"signer": "mallory", "format": "raw", "signature": "AAAA"}),
 			http.StatusForbidden, "bad_signature")
 	}
 	ts.clk.Advance(8 * 24 * time.Hour) // past the request expiry and any delay

@@ -58,6 +58,9 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusUnauthorized, "unauthenticated"
 	case errors.Is(err, auth.ErrForbidden):
 		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, store.ErrSignerNotCaller):
+		// The caller's token names one admin, the signature another.
+		return http.StatusForbidden, "forbidden"
 	case errors.Is(err, store.ErrSelfApproval):
 		return http.StatusForbidden, "self_approval"
 	case errors.Is(err, store.ErrBadSignature):

@@ -37,6 +37,7 @@ var errorCases = []struct {
 	{"unauthenticated", auth.ErrUnauthenticated, 401, "unauthenticated"},
 	{"forbidden", auth.ErrForbidden, 403, "forbidden"},
 	{"self-approval", store.ErrSelfApproval, 403, "self_approval"},
+	{"signer is not the caller", fmt.Errorf("approve: %w", store.ErrSignerNotCaller), 403, "forbidden"},
 	{"clock skew", store.ErrClockSkew, 503, "clock_skew"},
 	{"not found", store.ErrNotFound, 404, "not_found"},
 	{"no route", errNoRoute, 404, "not_found"},

@@ -8,6 +8,18 @@ import (
 	"github.com/wormvault/wormvault/internal/auth"
 )
 
+// /metrics leaks counts, bytes and corruption counters: anonymous callers
+// get 401, every role but metrics 403.
+func TestMetricsRefuseAnonymousAndOtherRoles(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	wantError(t, ts.do(t, http.MethodGet, "/metrics", "", nil, nil), http.StatusUnauthorized, "unauthenticated")
+	for _, role := range []auth.Role{auth.RoleAgent, auth.RoleReader, auth.RoleAuditor, auth.RoleAdmin} {
+		wantError(t, ts.do(t, http.MethodGet, "/metrics", ts.token(t, role), nil, nil), http.StatusForbidden, "forbidden")
+	}
+	ts.do(t, http.MethodGet, "/metrics", ts.token(t, auth.RoleMetrics), nil, nil).mustStatus(t, http.StatusOK)
+}
+
 func TestHealthAndMetrics(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
@@ -19,7 +31,7 @@ func TestHealthAndMetrics(t *testing.T) {
 
 	// A request first, so that the HTTP histogram has a series to show.
 	wantError(t, ts.do(t, http.MethodGet, "/nope", "", nil, nil), http.StatusNotFound, "not_found")
-	resp = ts.do(t, http.MethodGet, "/metrics", "", nil, nil)
+	resp = ts.do(t, http.MethodGet, "/metrics", ts.token(t, auth.RoleMetrics), nil, nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics: status %d", resp.StatusCode)
 	}

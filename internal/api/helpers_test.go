@@ -233,9 +233,22 @@ func (ts *testServer) token(t testing.TB, role auth.Role) string {
 
 func (ts *testServer) tokenClaims(t testing.TB, role auth.Role) (string, auth.Claims) {
 	t.Helper()
+	if auth.Scoped(role) {
+		return ts.scopedToken(t, role, "test-"+string(role), auth.AllSources())
+	}
 	tok, c, err := ts.issuer.Issue(role, "test-"+string(role), tokenTTL)
 	if err != nil {
 		t.Fatalf("Issue(%s): %v", role, err)
+	}
+	return tok, c
+}
+
+// scopedToken issues an agent or reader token for subject limited to scope.
+func (ts *testServer) scopedToken(t testing.TB, role auth.Role, subject string, scope auth.Scope) (string, auth.Claims) {
+	t.Helper()
+	tok, c, err := ts.issuer.IssueScoped(role, subject, tokenTTL, scope)
+	if err != nil {
+		t.Fatalf("IssueScoped(%s, %+v): %v", role, scope, err)
 	}
 	return tok, c
 }
@@ -263,7 +276,7 @@ func (ts *testServer) validHeader() map[string]any {
 
 func (ts *testServer) validClaims(role auth.Role) jwt.MapClaims {
 	now := ts.clk.Now()
-	return jwt.MapClaims{
+	c := jwt.MapClaims{
 		"iss":  tokenIssuer,
 		"aud":  []string{testVaultID},
 		"sub":  "forger",
@@ -273,6 +286,10 @@ func (ts *testServer) validClaims(role auth.Role) jwt.MapClaims {
 		"exp":  now.Add(time.Hour).Unix(),
 		"jti":  "00112233445566778899aabbccddeeff",
 	}
+	if auth.Scoped(role) {
+		c["scope"] = map[string]any{"all": true}
+	}
+	return c
 }
 
 // forgeToken signs claims with header entries replacing jwt's defaults.

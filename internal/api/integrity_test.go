@@ -140,7 +140,7 @@ func TestAuditTreeFailureIs500(t *testing.T) {
 		t.Fatalf("SignCheckpoint over a broken tree = %v, want ErrRollback", err)
 	}
 	wantError(t, ts.do(t, http.MethodGet, "/readyz", "", nil, nil), http.StatusInternalServerError, "integrity")
-	if resp := ts.do(t, http.MethodGet, "/metrics", "", nil, nil); !strings.Contains(string(resp.body), "wormvault_integrity_errors_total 2") {
+	if resp := ts.do(t, http.MethodGet, "/metrics", ts.token(t, auth.RoleMetrics), nil, nil); !strings.Contains(string(resp.body), "wormvault_integrity_errors_total 2") {
 		t.Errorf("/metrics does not count 2 integrity errors:\n%s", grepLines(string(resp.body), "integrity"))
 	}
 }

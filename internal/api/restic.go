@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"time"
 
@@ -19,18 +20,22 @@ type resticRepositoryJSON struct {
 	CreatedBy string    `json:"created_by"`
 	// MinRetention is the repository's own setting ("0s": none);
 	// EffectiveRetention the longer of it and the vault's minimum.
-	MinRetention       string     `json:"min_retention"`
-	EffectiveRetention string     `json:"effective_retention"`
-	Files              *int64     `json:"files,omitempty"`
-	Bytes              *int64     `json:"bytes,omitempty"`
-	LastSnapshotAt     *time.Time `json:"last_snapshot_at,omitempty"`
-	ExtendedChunks     *int64     `json:"extended_chunks,omitempty"`
+	MinRetention string `json:"min_retention"`
+	// CreatedScope is the scope of the token that created the repository
+	// (absent: created before scopes, or by an admin).
+	CreatedScope       json.RawMessage `json:"created_scope,omitempty"`
+	EffectiveRetention string          `json:"effective_retention"`
+	Files              *int64          `json:"files,omitempty"`
+	Bytes              *int64          `json:"bytes,omitempty"`
+	LastSnapshotAt     *time.Time      `json:"last_snapshot_at,omitempty"`
+	ExtendedChunks     *int64          `json:"extended_chunks,omitempty"`
 }
 
 func (h *handler) resticRepositoryJSON(r store.ResticRepository) resticRepositoryJSON {
 	return resticRepositoryJSON{
 		Name: r.Name, CreatedAt: r.CreatedAt.UTC(), CreatedBy: r.CreatedBy,
 		MinRetention:       time.Duration(r.MinRetention).String(),
+		CreatedScope:       r.CreatedScope,
 		EffectiveRetention: h.store.EffectiveRetention(r).String(),
 	}
 }

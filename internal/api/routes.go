@@ -108,7 +108,9 @@ func NewHandler(o Options) http.Handler {
 
 	r.Get("/healthz", h.healthz)
 	r.Get("/readyz", h.readyz)
-	r.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
+	// Counts, bytes and corruption counters are not for everyone: a
+	// Prometheus scraper holds a metrics token (bearer_token_file).
+	r.With(h.authenticate, h.require(auth.RoleMetrics)).Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
 	// restic's REST backend protocol, one repository per /restic/{repo}/ (docs/restic.md).
 	r.Mount("/restic", restic.NewHandler(restic.Options{Store: o.Store, Verifier: o.Verifier, Log: o.Log, WriteError: h.writeError}))
 

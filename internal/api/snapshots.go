@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/store"
 )
@@ -70,6 +71,12 @@ func (h *handler) commitSnapshot(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	// A stolen agent token of one source must not commit as another:
+	// impersonation and squatting another source's snapshot names.
+	if err := auth.RequireSource(principal(r), req.Source); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	root, err := chunk.ParseHash(req.ManifestRoot)
 	if err != nil {
 		h.writeError(w, r, &store.InvalidError{Field: "manifest_root", Reason: err.Error()})
@@ -93,6 +100,18 @@ func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sq := store.SnapshotQuery{Source: q.Get("source"), Tags: q["tag"], Cursor: q.Get("cursor")}
+	// A scoped reader sees its sources only: asking for another is 403,
+	// listing them all lists its own.
+	p := principal(r)
+	if sq.Source != "" {
+		if err := auth.RequireSource(p, sq.Source); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+	}
+	if !p.Scope.All {
+		sq.SourceScope = p.Scope.SourceRegexps()
+	}
 	if sq.TakenFrom, err = queryTime(q, "taken_from"); err == nil {
 		if sq.TakenBefore, err = queryTime(q, "taken_before"); err == nil {
 			sq.Limit, err = queryLimit(q)
@@ -124,6 +143,9 @@ func (h *handler) getSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := h.store.SnapshotDetail(r.Context(), id)
+	if err == nil {
+		err = auth.RequireSource(principal(r), d.Source)
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -152,6 +174,17 @@ func (h *handler) retainSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	var req extendRequest
 	if err := readJSON(w, r, snapshotBodyLimit, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	// Retention of another source's snapshots is not an agent's to
+	// change. A snapshot's source never changes, so checking it before
+	// the extension is checking it at the extension.
+	snap, err := h.store.GetSnapshot(r.Context(), id)
+	if err == nil {
+		err = auth.RequireSource(principal(r), snap.Source)
+	}
+	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}

@@ -31,13 +31,16 @@ const (
 	// RoleAdmin administers the vault. It never suffices on its own to
 	// delete data.
 	RoleAdmin Role = "admin"
+	// RoleMetrics reads /metrics and nothing else (a Prometheus scraper).
+	RoleMetrics Role = "metrics"
 )
 
 // ParseRole returns the Role named s. It accepts exactly "agent", "reader",
-// "auditor" and "admin" (case-sensitive) and returns an error otherwise.
+// "auditor", "admin" and "metrics" (case-sensitive) and returns an error
+// otherwise.
 func ParseRole(s string) (Role, error) {
 	switch r := Role(s); r {
-	case RoleAgent, RoleReader, RoleAuditor, RoleAdmin:
+	case RoleAgent, RoleReader, RoleAuditor, RoleAdmin, RoleMetrics:
 		return r, nil
 	}
 	return "", fmt.Errorf("auth: unknown role %q", s)
@@ -49,6 +52,29 @@ type Principal struct {
 	Role      Role
 	JTI       string
 	ExpiresAt time.Time
+	// KeyID names the signing key that issued the token.
+	KeyID string
+	// Scope is what an agent or reader may reach; roles without a scope
+	// (auditor, admin, metrics) get AllSources, as they write no backups.
+	Scope Scope
+}
+
+// RequireSource returns nil if p's scope covers source, and otherwise an
+// error wrapping ErrForbidden that names both.
+func RequireSource(p Principal, source string) error {
+	if p.Scope.AllowsSource(source) {
+		return nil
+	}
+	return fmt.Errorf("auth: the token of %q (scope: %s) may not reach source %q: %w", p.Subject, p.Scope, source, ErrForbidden)
+}
+
+// RequireRestic returns nil if p's scope covers the restic repository
+// repo, and otherwise an error wrapping ErrForbidden that names both.
+func RequireRestic(p Principal, repo string) error {
+	if p.Scope.AllowsRestic(repo) {
+		return nil
+	}
+	return fmt.Errorf("auth: the token of %q (scope: %s) may not reach restic repository %q: %w", p.Subject, p.Scope, repo, ErrForbidden)
 }
 
 // Require returns nil if p's role is one of roles, and otherwise an error

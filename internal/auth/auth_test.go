@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -77,7 +78,7 @@ func TestContext(t *testing.T) {
 	}
 	want := Principal{Subject: "alice", Role: RoleReader, JTI: "j", ExpiresAt: time.Unix(1, 0)}
 	got, ok := FromContext(NewContext(context.Background(), want))
-	if !ok || got != want {
+	if !ok || !reflect.DeepEqual(got, want) {
 		t.Errorf("FromContext(NewContext(p)) = %+v, %v; want %+v, true", got, ok, want)
 	}
 }

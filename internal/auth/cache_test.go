@@ -47,7 +47,7 @@ func TestRetiredKey(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
 	oldKey := mustGenerateKey(t)
-	oldTok, _, err := NewIssuer(oldKey, testVault, e.issClk).Issue(RoleAgent, "agent-1", 2*time.Hour)
+	oldTok, _, err := NewIssuer(oldKey, testVault, e.issClk).IssueScoped(RoleAgent, "agent-1", 2*time.Hour, AllSources())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestRetiredKey(t *testing.T) {
 		t.Fatalf("token of a retired key before its not-after: %v", err)
 	}
 	// A fresh token is needed: the verified one is remembered.
-	oldTok2, _, _ := NewIssuer(oldKey, testVault, e.issClk).Issue(RoleAgent, "agent-2", 2*time.Hour)
+	oldTok2, _, _ := NewIssuer(oldKey, testVault, e.issClk).IssueScoped(RoleAgent, "agent-2", 2*time.Hour, AllSources())
 	e.verClk.Advance(time.Hour)
 	if _, err := e.verifier.Verify(ctx, oldTok2); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("token of a retired key after its not-after: %v", err)

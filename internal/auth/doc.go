@@ -1,5 +1,7 @@
 // Package auth authenticates and authorises callers of the vault API with
-// Ed25519-signed JWTs (alg EdDSA) that carry one of four roles.
+// Ed25519-signed JWTs (alg EdDSA) that carry one of five roles, and, for
+// agents and readers, a scope: the sources and restic repositories they
+// reach (Scope).
 //
 // An Issuer signs access tokens for one vault; a Verifier accepts only tokens
 // that this vault's key signed for this vault. The invariants it guards:
@@ -17,7 +19,11 @@
 //     ErrUnauthenticated. Only a failing revocation lookup is reported as
 //     itself, so that the API can answer 503 instead of 401.
 //   - Revocation is consulted only after the signature and claims are valid,
-//     so forged tokens never reach the database.
+//     so forged tokens never reach the database; so is the distrust of a
+//     signing key (rotate-key --compromised), which refuses every token the
+//     key signed.
+//   - An agent or reader token without a scope claim (issued before scopes)
+//     is refused, never taken as all sources.
 //   - Raw tokens are bounded (4 KiB) before any parsing and are never logged
 //     or echoed in errors.
 //

@@ -32,10 +32,18 @@ func mustGenerateKey(t testing.TB) ed25519.PrivateKey {
 
 // fakeRevocations is a Revocations with a fixed answer that counts lookups.
 type fakeRevocations struct {
-	revoked map[string]bool
-	err     error
-	calls   atomic.Int64
-	lastJTI atomic.Value
+	revoked    map[string]bool
+	distrusted map[string]bool
+	err        error
+	calls      atomic.Int64
+	lastJTI    atomic.Value
+}
+
+func (f *fakeRevocations) IsKeyDistrusted(_ context.Context, kid string) (bool, error) {
+	if f.err != nil {
+		return false, f.err
+	}
+	return f.distrusted[kid], nil
 }
 
 func (f *fakeRevocations) IsRevoked(_ context.Context, jti string) (bool, error) {
@@ -70,7 +78,7 @@ func newTestEnv(t testing.TB) *testEnv {
 		kid:    keyID(pub),
 		issClk: clock.NewFake(t0),
 		verClk: clock.NewFake(t0),
-		revs:   &fakeRevocations{revoked: map[string]bool{}},
+		revs:   &fakeRevocations{revoked: map[string]bool{}, distrusted: map[string]bool{}},
 	}
 	e.issuer = NewIssuer(key, testVault, e.issClk)
 	e.verifier = NewVerifier(pub, testVault, e.revs, e.verClk)
@@ -79,7 +87,13 @@ func newTestEnv(t testing.TB) *testEnv {
 
 func (e *testEnv) mustIssue(t testing.TB, role Role, subject string, ttl time.Duration) (string, Claims) {
 	t.Helper()
-	tok, c, err := e.issuer.Issue(role, subject, ttl)
+	issue := e.issuer.Issue
+	if Scoped(role) {
+		issue = func(role Role, subject string, ttl time.Duration) (string, Claims, error) {
+			return e.issuer.IssueScoped(role, subject, ttl, AllSources())
+		}
+	}
+	tok, c, err := issue(role, subject, ttl)
 	if err != nil {
 		t.Fatalf("Issue(%q, %q, %v): %v", role, subject, ttl, err)
 	}
@@ -94,14 +108,15 @@ func (e *testEnv) validHeader() map[string]any {
 
 func validClaims() jwt.MapClaims {
 	return jwt.MapClaims{
-		"iss":  tokenIssuer,
-		"aud":  []string{testVault},
-		"sub":  "alice",
-		"role": "reader",
-		"iat":  t0.Unix(),
-		"nbf":  t0.Unix(),
-		"exp":  t0.Add(time.Hour).Unix(),
-		"jti":  "00112233445566778899aabbccddeeff",
+		"iss":   tokenIssuer,
+		"aud":   []string{testVault},
+		"sub":   "alice",
+		"role":  "reader",
+		"scope": map[string]any{"all": true},
+		"iat":   t0.Unix(),
+		"nbf":   t0.Unix(),
+		"exp":   t0.Add(time.Hour).Unix(),
+		"jti":   "00112233445566778899aabbccddeeff",
 	}
 }
 

@@ -32,6 +32,9 @@ const (
 type Claims struct {
 	jwt.RegisteredClaims
 	Role Role `json:"role"`
+	// Scope is required for agent and reader tokens and absent from the
+	// others (see Scoped).
+	Scope *Scope `json:"scope,omitempty"`
 }
 
 var _ jwt.ClaimsValidator = Claims{}
@@ -48,6 +51,22 @@ func (c Claims) Validate() error {
 	}
 	if c.ID == "" {
 		return errors.New("auth: missing jti")
+	}
+	return checkScope(c.Role, c.Scope)
+}
+
+// checkScope requires a valid scope on agent and reader tokens and none on
+// the others. An agent or reader token without one was issued before
+// scopes existed: it is refused, never taken as all sources, so that an
+// upgrade cannot leave unscoped tokens working unnoticed.
+func checkScope(role Role, s *Scope) error {
+	switch {
+	case Scoped(role) && s == nil:
+		return fmt.Errorf("auth: %s tokens need a scope (tokens issued before scopes must be reissued: vault token issue --source/--restic-repo, or --all-sources)", role)
+	case Scoped(role):
+		return s.Validate()
+	case s != nil:
+		return fmt.Errorf("auth: %s tokens carry no scope", role)
 	}
 	return nil
 }
@@ -99,11 +118,28 @@ func NewIssuer(key ed25519.PrivateKey, vaultID string, clk clock.Clock) *Issuer 
 }
 
 // Issue returns a signed token for subject with role, valid for ttl from now,
-// and the claims it carries. It returns an error for an invalid role, an
-// empty, overlong (over MaxSubjectLen) or non-printable subject, or a ttl
-// that is not positive or exceeds MaxTTL.
+// and the claims it carries, for the roles that carry no scope (auditor,
+// admin, metrics); agent and reader tokens need IssueScoped. It returns an
+// error for an invalid role, an empty, overlong (over MaxSubjectLen) or
+// non-printable subject, or a ttl that is not positive or exceeds MaxTTL.
 func (i *Issuer) Issue(role Role, subject string, ttl time.Duration) (token string, claims Claims, err error) {
+	return i.issue(role, subject, ttl, nil)
+}
+
+// IssueScoped is Issue for an agent or reader token limited to scope. A
+// scope that does not validate, or a role that carries none, is an error.
+func (i *Issuer) IssueScoped(role Role, subject string, ttl time.Duration, scope Scope) (token string, claims Claims, err error) {
+	return i.issue(role, subject, ttl, &scope)
+}
+
+// KeyID returns the kid of the issuer's key.
+func (i *Issuer) KeyID() string { return i.kid }
+
+func (i *Issuer) issue(role Role, subject string, ttl time.Duration, scope *Scope) (token string, claims Claims, err error) {
 	if _, err := ParseRole(string(role)); err != nil {
+		return "", Claims{}, fmt.Errorf("auth: issue token: %w", err)
+	}
+	if err := checkScope(role, scope); err != nil {
 		return "", Claims{}, fmt.Errorf("auth: issue token: %w", err)
 	}
 	if err := checkSubject(subject); err != nil {
@@ -128,7 +164,8 @@ func (i *Issuer) Issue(role Role, subject string, ttl time.Duration) (token stri
 			IssuedAt:  jwt.NewNumericDate(now),
 			ID:        hex.EncodeToString(id[:]),
 		},
-		Role: role,
+		Role:  role,
+		Scope: scope,
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	t.Header["typ"] = tokenType

@@ -23,11 +23,17 @@ const (
 	leeway = 30 * time.Second
 )
 
-// Revocations reports whether a token id was revoked.
+// Revocations reports whether a token id was revoked, or its signing key
+// distrusted.
 type Revocations interface {
 	// IsRevoked reports whether jti was revoked. A non-nil error means the
 	// answer is unknown (for example, the database is down).
 	IsRevoked(ctx context.Context, jti string) (bool, error)
+	// IsKeyDistrusted reports whether the signing key kid was distrusted
+	// (`vault token rotate-key --compromised`): every token it signed is
+	// refused, whenever it was made. A non-nil error means the answer is
+	// unknown.
+	IsKeyDistrusted(ctx context.Context, kid string) (bool, error)
 }
 
 // Verifier checks access tokens for one vault. It is safe for concurrent use.
@@ -111,7 +117,16 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 		return Principal{}, err
 	}
 	// Only now, with a genuine token, ask about revocation: forged tokens
-	// must not be able to generate load on the database.
+	// must not be able to generate load on the database. A distrusted key
+	// may have been used by a thief to mint any token id and any issue
+	// time, so nothing it signed is accepted.
+	distrusted, err := v.revoked.IsKeyDistrusted(ctx, p.KeyID)
+	if err != nil {
+		return Principal{}, fmt.Errorf("auth: check signing key: %w", err)
+	}
+	if distrusted {
+		return Principal{}, fmt.Errorf("%w: the token's signing key %s was distrusted (compromised); a new token is needed", ErrUnauthenticated, p.KeyID)
+	}
 	revoked, err := v.revoked.IsRevoked(ctx, p.JTI)
 	if err != nil {
 		return Principal{}, fmt.Errorf("auth: check revocation: %w", err)
@@ -148,7 +163,11 @@ func (v *Verifier) check(raw string) (Principal, error) {
 	if !t.Valid || c.ExpiresAt == nil {
 		return Principal{}, fmt.Errorf("%w: invalid token", ErrUnauthenticated)
 	}
-	p := Principal{Subject: c.Subject, Role: c.Role, JTI: c.ID, ExpiresAt: c.ExpiresAt.Time}
+	kid, _ := t.Header["kid"].(string) // keyFunc accepted it
+	p := Principal{Subject: c.Subject, Role: c.Role, JTI: c.ID, ExpiresAt: c.ExpiresAt.Time, KeyID: kid, Scope: AllSources()}
+	if c.Scope != nil {
+		p.Scope = *c.Scope
+	}
 	nbf := now
 	if c.NotBefore != nil {
 		nbf = c.NotBefore.Time

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -241,7 +242,7 @@ func TestVerifyRejects(t *testing.T) {
 			if !errors.Is(err, ErrUnauthenticated) {
 				t.Fatalf("Verify = %#v, %v; want ErrUnauthenticated", p, err)
 			}
-			if p != (Principal{}) {
+			if !reflect.DeepEqual(p, Principal{}) {
 				t.Errorf("Verify returned principal %+v with its error", p)
 			}
 			if len(tok) > 16 && strings.Contains(err.Error(), tok) {
@@ -291,7 +292,7 @@ func TestVerifyRevocation(t *testing.T) {
 		if errors.Is(err, ErrUnauthenticated) {
 			t.Errorf("Verify = %v, must not wrap ErrUnauthenticated (caller answers 503)", err)
 		}
-		if p != (Principal{}) {
+		if !reflect.DeepEqual(p, Principal{}) {
 			t.Errorf("Verify returned principal %+v with its error", p)
 		}
 	})

@@ -24,6 +24,17 @@ type Vault struct {
 	// RetiredKeys are former signing keys (public halves only), which still
 	// verify the tokens they issued until NotAfter.
 	RetiredKeys []RetiredKey `json:"retired_keys,omitempty"`
+	// DistrustedKeys are former signing keys replaced by `vault token
+	// rotate-key --compromised`: no token they signed is ever accepted.
+	DistrustedKeys []DistrustedKey `json:"distrusted_keys,omitempty"`
+}
+
+// DistrustedKey is a signing key that may have been stolen.
+type DistrustedKey struct {
+	KID          string    `json:"kid"`
+	PublicKey    []byte    `json:"public_key"` // Ed25519, base64 in JSON
+	DistrustedAt time.Time `json:"distrusted_at"`
+	Reason       string    `json:"reason,omitempty"`
 }
 
 // RetiredKey is a signing key replaced by `vault token rotate-key`.

@@ -84,7 +84,20 @@ func newTestServerSize(t testing.TB, clk clock.Clock, maxChunk int64) *testServe
 // token issues a token for role with subject "test-<role>".
 func (ts *testServer) token(t testing.TB, role auth.Role) string {
 	t.Helper()
+	if auth.Scoped(role) {
+		return ts.scopedToken(t, role, "test-"+string(role), auth.AllSources())
+	}
 	tok, _, err := ts.issuer.Issue(role, "test-"+string(role), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// scopedToken issues an agent or reader token for subject limited to scope.
+func (ts *testServer) scopedToken(t testing.TB, role auth.Role, subject string, scope auth.Scope) string {
+	t.Helper()
+	tok, _, err := ts.issuer.IssueScoped(role, subject, time.Hour, scope)
 	if err != nil {
 		t.Fatal(err)
 	}

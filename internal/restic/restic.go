@@ -92,6 +92,10 @@ func NewHandler(o Options) http.Handler {
 	})
 	r.Use(h.authenticate)
 	r.Route("/{repo}", func(r chi.Router) {
+		// Every request, read or write, stays within the token's scope: a
+		// stolen agent token of one machine can neither poison another's
+		// repository nor create (squat) one outside its scope.
+		r.Use(h.requireScope)
 		r.With(h.require(agent)).Post("/", h.createRepo)
 
 		r.With(h.require(agent, reader, auditor, admin)).Head("/config", h.head(store.ResticConfig))
@@ -169,6 +173,19 @@ func (h *handler) require(roles ...auth.Role) func(http.Handler) http.Handler {
 	}
 }
 
+// requireScope admits only principals whose scope covers the repository.
+// Auditors and admins have no scope (they may list and stat any).
+func (h *handler) requireScope(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := auth.FromContext(r.Context()) // set by authenticate
+		if err := auth.RequireRestic(p, repoParam(r)); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func subject(r *http.Request) string {
 	p, _ := auth.FromContext(r.Context())
 	return p.Subject
@@ -189,7 +206,14 @@ func (h *handler) createRepo(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, &store.InvalidError{Field: "create", Reason: "POST on a repository creates it and needs ?create=true"})
 		return
 	}
-	if _, err := h.store.CreateResticRepository(r.Context(), subject(r), repoParam(r)); err != nil {
+	p, _ := auth.FromContext(r.Context())
+	// Recorded with the repository: the scope it belongs to.
+	scope, err := json.Marshal(p.Scope)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if _, err := h.store.CreateResticRepositoryFor(r.Context(), p.Subject, repoParam(r), scope); err != nil {
 		h.writeError(w, r, err)
 		return
 	}

@@ -448,10 +448,26 @@ func (s *Store) auditRefused(ctx context.Context, actor, action string, id int64
 		"subject", actor, "signer", sig.Signer, "err", cause)
 }
 
+// checkSigner refuses, and audits, a signed action whose signer is not the
+// calling token's subject: a signature counts for the admin who made the
+// call, never for another admin whose key the caller holds.
+func (s *Store) checkSigner(ctx context.Context, actor, action string, id int64, sig Signature) error {
+	if sig.Signer == actor {
+		return nil
+	}
+	err := fmt.Errorf("store: %s deletion %d: signed by %q through the token of %q: %w", action, id, sig.Signer, actor, ErrSignerNotCaller)
+	s.auditRefused(ctx, actor, action, id, sig, err)
+	return err
+}
+
 // SignRequest records the requester's signature over the request
 // statement: until then the request takes no approvals. The signer becomes
-// the requester, who cannot approve.
+// the requester, who cannot approve. The signer must be the caller
+// (ErrSignerNotCaller).
 func (s *Store) SignRequest(ctx context.Context, actor string, id int64, sig Signature) (Deletion, error) {
+	if err := s.checkSigner(ctx, actor, "sign", id, sig); err != nil {
+		return Deletion{}, err
+	}
 	now := s.clk.Now()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		d, err := lockDeletion(ctx, tx, id)

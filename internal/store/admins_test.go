@@ -101,7 +101,7 @@ func TestSignedApprovalAbuse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := ds.ApproveDeletion(ctx, "token-subject", d.ID, tt.sig); !errors.Is(err, tt.want) {
+			if _, err := ds.ApproveDeletion(ctx, tt.sig.Signer, d.ID, tt.sig); !errors.Is(err, tt.want) {
 				t.Errorf("ApproveDeletion: %v, want %v", err, tt.want)
 			}
 		})
@@ -129,12 +129,12 @@ func TestSignedApprovalAbuse(t *testing.T) {
 	}
 	msgU, _ := approval.Statement{Type: approval.TypeDeletionRequest, Vault: testVaultID, Request: u.ID, Kind: u.Kind,
 		TargetsDigest: u.Digest, Approvals: 2, Delay: delay, AdminSet: 1, Signer: "mallory"}.Bytes()
-	if _, err := ds.SignRequest(ctx, "stolen-token", u.ID, store.Signature{Signer: "mallory", Format: approval.FormatRaw,
+	if _, err := ds.SignRequest(ctx, "mallory", u.ID, store.Signature{Signer: "mallory", Format: approval.FormatRaw,
 		Value: ed25519.Sign(outsider, msgU)}); !errors.Is(err, store.ErrBadSignature) {
 		t.Errorf("request signed by an outsider: %v, want ErrBadSignature", err)
 	}
 	// Cancel needs a signature too.
-	if _, err := ds.CancelDeletion(ctx, "stolen-token", d.ID, "freeze", store.Signature{Signer: "admin-c"}); !errors.Is(err, store.ErrBadSignature) {
+	if _, err := ds.CancelDeletion(ctx, "admin-c", d.ID, "freeze", store.Signature{Signer: "admin-c"}); !errors.Is(err, store.ErrBadSignature) {
 		t.Errorf("unsigned cancel: %v, want ErrBadSignature", err)
 	}
 	if !ds.readable(t, h) {
@@ -290,4 +290,55 @@ func TestSeedAdminSet(t *testing.T) {
 			t.Errorf("Genesis.Check(%+v) passed", bad)
 		}
 	}
+}
+
+// One insider (admin-a) holding another admin's stolen key (admin-b's)
+// must not make a quorum of two: a request, approval or cancel counts only
+// when its signer is the admin the calling token names. Each attempt is
+// refused with ErrSignerNotCaller, audited, and changes nothing.
+func TestApprovalWithAnotherAdminsKeyThroughOwnTokenIsRefused(t *testing.T) {
+	t.Parallel()
+	ds := newDeletionStore(t)
+	ctx := context.Background()
+	b, h := randomChunk(t, 100)
+	ds.mustPut(t, b)
+	ds.clk.Advance(31 * 24 * time.Hour)
+	targets := store.DeletionTargets{Kind: store.DeleteChunks, Chunks: []chunk.Hash{h}}
+	d := ds.mustRequest(t, "admin-c", targets)
+
+	stolenApprove, err := ds.sign("admin-b", d.ID, approval.ActionApprove)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ds.ApproveDeletion(ctx, "admin-a", d.ID, stolenApprove); !errors.Is(err, store.ErrSignerNotCaller) {
+		t.Errorf("admin-a's token with admin-b's approval: %v, want ErrSignerNotCaller", err)
+	}
+	stolenCancel, _ := ds.sign("admin-b", d.ID, approval.ActionCancel)
+	if _, err := ds.CancelDeletion(ctx, "admin-a", d.ID, "veto", stolenCancel); !errors.Is(err, store.ErrSignerNotCaller) {
+		t.Errorf("admin-a's token with admin-b's cancel: %v, want ErrSignerNotCaller", err)
+	}
+	u, err := ds.RequestDeletion(ctx, "admin-a", targets, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolenRequest, _ := ds.sign("admin-b", u.ID, approval.ActionRequest)
+	if _, err := ds.SignRequest(ctx, "admin-a", u.ID, stolenRequest); !errors.Is(err, store.ErrSignerNotCaller) {
+		t.Errorf("admin-a's token signing a request with admin-b's key: %v, want ErrSignerNotCaller", err)
+	}
+
+	got, _ := ds.GetDeletion(ctx, d.ID)
+	if got.State != store.StateRequested || len(got.Approvals) != 0 {
+		t.Errorf("after the attempts: %s with %d approvals, want requested with none", got.State, len(got.Approvals))
+	}
+	if gu, _ := ds.GetDeletion(ctx, u.ID); gu.RequestedByAdmin != nil {
+		t.Errorf("request %d signed by %s through another admin's token", u.ID, *gu.RequestedByAdmin)
+	}
+	actions := ds.auditActions(t)
+	for _, a := range []string{"deletion.approve.refused", "deletion.cancel.refused", "deletion.sign.refused"} {
+		if count(actions, a) != 1 {
+			t.Errorf("audit log: %d %s entries, want 1", count(actions, a), a)
+		}
+	}
+	// admin-b's own token with admin-b's key still counts.
+	ds.mustApprove(t, "admin-b", d.ID)
 }

@@ -337,8 +337,11 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 // request, and not be the requester (ErrSelfApproval) nor have approved
 // before (ErrConflict). With the quorum reached the request is scheduled to
 // execute after the delay. A bad signature returns ErrBadSignature and is
-// audited.
+// audited; so is a signer other than the caller (ErrSignerNotCaller).
 func (s *Store) ApproveDeletion(ctx context.Context, actor string, id int64, sig Signature) (Deletion, error) {
+	if err := s.checkSigner(ctx, actor, "approve", id, sig); err != nil {
+		return Deletion{}, err
+	}
 	now := s.clk.Now()
 	var d Deletion
 	scheduled := false
@@ -448,10 +451,14 @@ func (d Deletion) open(now time.Time) error {
 // CancelDeletion vetoes a request: any one admin of the request's admin
 // set may, with a signed cancel statement, until execution starts (except
 // the subject of a removal or key rotation, for that request). It is final.
+// The signer must be the caller (ErrSignerNotCaller).
 func (s *Store) CancelDeletion(ctx context.Context, actor string, id int64, reason string, sig Signature) (Deletion, error) {
 	reason = strings.TrimSpace(reason)
 	if reason == "" || len(reason) > 2000 {
 		return Deletion{}, invalid("reason", "is required (at most 2000 characters)")
+	}
+	if err := s.checkSigner(ctx, actor, "cancel", id, sig); err != nil {
+		return Deletion{}, err
 	}
 	now := s.clk.Now()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

@@ -44,6 +44,10 @@ var (
 	// the reserve (or the filesystem is full), so new content is refused
 	// until space is freed; reads and everything else go on.
 	ErrInsufficientStorage = errors.New("store: insufficient storage")
+	// ErrSignerNotCaller: a signed request, approval or cancel whose signer
+	// is not the admin the calling token names. One insider's token and
+	// another admin's stolen key must not make two approvals.
+	ErrSignerNotCaller = errors.New("store: the signer is not the admin the token names")
 )
 
 // InvalidError reports bad input: which field and why.

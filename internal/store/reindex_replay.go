@@ -603,13 +603,18 @@ func (r *reindexer) tokenRevoke(ctx context.Context, tx pgx.Tx, e audit.Entry) e
 
 func (r *reindexer) resticCreate(ctx context.Context, tx pgx.Tx, e audit.Entry) error {
 	var d struct {
-		Repo string `json:"repository"`
+		Repo  string          `json:"repository"`
+		Scope json.RawMessage `json:"scope"`
 	}
 	if err := decode(e, &d); err != nil {
 		return err
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO restic_repositories (name, created_at, created_by) VALUES ($1, $2, $3)
-		ON CONFLICT (name) DO NOTHING`, d.Repo, e.At, e.Actor)
+	var scope any
+	if len(d.Scope) > 0 && string(d.Scope) != "null" {
+		scope = string(d.Scope)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO restic_repositories (name, created_at, created_by, created_scope) VALUES ($1, $2, $3, $4::jsonb)
+		ON CONFLICT (name) DO NOTHING`, d.Repo, e.At, e.Actor, scope)
 	return err
 }
 

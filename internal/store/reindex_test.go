@@ -257,7 +257,7 @@ func buildHistory(t testing.TB, ds *deletionStore) vaultHistory {
 	snap, snapName := resticContent(t, 250)
 	ds.mustPutRestic(t, "r", store.ResticSnapshots, snapName, snap)
 	h.live[chunk.Sum(snap)] = snap
-	if err := ds.RevokeToken(ctx, "admin-a", "jti-stolen", "laptop stolen"); err != nil {
+	if err := ds.RevokeToken(ctx, "admin-a", "jti-stolen", "laptop stolen", store.RevokeOptions{Unregistered: true}); err != nil {
 		t.Fatal(err)
 	}
 	for x := range h.live {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -118,6 +119,10 @@ type ResticRepository struct {
 	// MinRetention is the repository's own minimum retention; the vault's
 	// applies when it is shorter.
 	MinRetention Duration `db:"min_retention"`
+	// CreatedScope is the scope of the token that created the repository
+	// (JSON, as auth.Scope), or nil if it predates scopes or an admin
+	// created it.
+	CreatedScope json.RawMessage `db:"created_scope"`
 }
 
 // ResticRepositoryStats is a repository with what it holds.
@@ -139,24 +144,41 @@ func (s *Store) resticRetention(r ResticRepository) time.Duration {
 // longer of the vault's minimum retention and the repository's.
 func (s *Store) EffectiveRetention(r ResticRepository) time.Duration { return s.resticRetention(r) }
 
-const resticRepoColumns = "name, created_at, created_by, min_retention"
+const resticRepoColumns = "name, created_at, created_by, min_retention, created_scope"
 
 // CreateResticRepository creates the repository name (restic's init), with
 // its audit entry. created is false if it already existed: creating is
 // idempotent, as restic's protocol wants.
 func (s *Store) CreateResticRepository(ctx context.Context, actor, name string) (created bool, err error) {
+	return s.CreateResticRepositoryFor(ctx, actor, name, nil)
+}
+
+// CreateResticRepositoryFor is CreateResticRepository recording scope, the
+// creating token's scope as JSON (auth.Scope), with the repository and in
+// its audit entry. Whether the caller's scope covers the repository is
+// the caller's check (the API's); this records what created it.
+func (s *Store) CreateResticRepositoryFor(ctx context.Context, actor, name string, scope json.RawMessage) (created bool, err error) {
 	if err := CheckResticRepository(name); err != nil {
 		return false, err
 	}
+	var scopeArg any
+	details := map[string]any{"repository": name}
+	if len(scope) > 0 {
+		var v any
+		if err := json.Unmarshal(scope, &v); err != nil {
+			return false, invalid("scope", "not JSON: %s", err.Error())
+		}
+		scopeArg, details["scope"] = string(scope), v
+	}
 	now := s.clk.Now()
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO restic_repositories (name, created_at, created_by)
-			VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`, name, now, actor)
+		tag, err := tx.Exec(ctx, `INSERT INTO restic_repositories (name, created_at, created_by, created_scope)
+			VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (name) DO NOTHING`, name, now, actor, scopeArg)
 		if err != nil || tag.RowsAffected() == 0 {
 			return err
 		}
 		created = true
-		return s.appendAudit(ctx, tx, now, actor, "restic.repository.create", map[string]any{"repository": name})
+		return s.appendAudit(ctx, tx, now, actor, "restic.repository.create", details)
 	})
 	return created, resticDBErr(fmt.Sprintf("create restic repository %s", name), err)
 }
@@ -175,7 +197,7 @@ func (s *Store) ResticRepository(ctx context.Context, name string) (ResticReposi
 }
 
 const resticRepositoriesSQL = `
-SELECT r.name, r.created_at, r.created_by, r.min_retention,
+SELECT r.name, r.created_at, r.created_by, r.min_retention, r.created_scope,
     count(f.name) AS files, coalesce(sum(f.size), 0)::bigint AS bytes,
     max(f.created_at) FILTER (WHERE f.type = 'snapshots') AS last_snapshot_at
 FROM restic_repositories r

@@ -305,11 +305,13 @@ func TestRuntimeRolePrivileges(t *testing.T) {
 		"deletion_approvals":  "SELECT INSERT",
 		"deletion_executions": "",
 		"deletion_outcomes":   "SELECT INSERT",
+		"distrusted_keys":     "SELECT INSERT",
 		"deletion_requests": "SELECT INSERT UPDATE(state,scheduled_at,executes_at,cancelled_at,cancelled_by,cancel_reason,executed_at,report," +
 			"requested_by_admin,request_format,request_signature,cancelled_by_admin,cancel_format,cancel_signature,refused_at,refusal)",
 		"hold_chunks":         "SELECT INSERT",
 		"hold_snapshots":      "SELECT INSERT",
 		"holds":               "SELECT INSERT UPDATE(released_at,released_by)",
+		"issued_tokens":       "SELECT INSERT",
 		"packs_indexed":       "SELECT INSERT",
 		"restic_files":        "SELECT INSERT DELETE",
 		"restic_repositories": "SELECT INSERT UPDATE(min_retention)",

@@ -520,6 +520,10 @@ type SnapshotQuery struct {
 	Limit int
 	// Cursor is SnapshotPage.Next of the previous page, or empty.
 	Cursor string
+	// SourceScope, when not nil, keeps only the sources that match one of
+	// these anchored regular expressions (auth.Scope.SourceRegexps): a
+	// scoped reader's view. An empty, non-nil list matches nothing.
+	SourceScope []string
 }
 
 // SnapshotPage is one page of a snapshot list. Next is empty on the last
@@ -548,6 +552,9 @@ func (s *Store) ListSnapshots(ctx context.Context, q SnapshotQuery) (SnapshotPag
 	}
 	from, before := q.TakenFrom.UTC().Truncate(time.Microsecond), q.TakenBefore.UTC().Truncate(time.Microsecond)
 	query := fmt.Sprintf("snapshots\x00%s\x00%d\x00%d\x00%s", q.Source, unixMicro(from), unixMicro(before), strings.Join(tags, "\x00"))
+	if q.SourceScope != nil {
+		query += "\x00scope\x00" + strings.Join(q.SourceScope, "\x00")
+	}
 
 	var where []string
 	args := pgx.NamedArgs{"n": limit + 1}
@@ -566,6 +573,10 @@ func (s *Store) ListSnapshots(ctx context.Context, q SnapshotQuery) (SnapshotPag
 	if len(tags) > 0 {
 		where = append(where, "s.tags @> @tags")
 		args["tags"] = tags
+	}
+	if q.SourceScope != nil {
+		where = append(where, "s.source ~ ANY(@source_scope::text[])")
+		args["source_scope"] = q.SourceScope
 	}
 	if q.Cursor != "" {
 		k, err := decodeCursor(cursorSnapshots, query, q.Cursor)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -555,10 +556,10 @@ func TestRevokeAndAudit(t *testing.T) {
 	if ok, err := ts.IsRevoked(ctx, "abc"); ok || err != nil {
 		t.Fatalf("IsRevoked before = %v, %v", ok, err)
 	}
-	if err := ts.RevokeToken(ctx, "cli:root", "abc", "lost laptop"); err != nil {
+	if err := ts.RevokeToken(ctx, "cli:root", "abc", "lost laptop", store.RevokeOptions{Unregistered: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.RevokeToken(ctx, "cli:root", "abc", "again"); !errors.Is(err, store.ErrConflict) {
+	if err := ts.RevokeToken(ctx, "cli:root", "abc", "again", store.RevokeOptions{Unregistered: true}); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("second revoke err = %v, want ErrConflict", err)
 	}
 	if ok, err := ts.IsRevoked(ctx, "abc"); !ok || err != nil {
@@ -593,7 +594,7 @@ func TestRevocationListener(t *testing.T) {
 	defer cancel()
 	go ts.WatchRevocations(ctx)
 	other := store.New(ts.pool, ts.blobs, ts.clk, slog.New(slog.DiscardHandler), nil, store.Options{})
-	if err := other.RevokeToken(ctx, "cli:root", "jti-1", ""); err != nil {
+	if err := other.RevokeToken(ctx, "cli:root", "jti-1", "", store.RevokeOptions{Unregistered: true}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -611,7 +612,7 @@ func TestRevocationListener(t *testing.T) {
 		runtime.Gosched()
 	}
 	for _, jti := range []string{"jti-2", "jti-3"} {
-		if err := other.RevokeToken(ctx, "cli:root", jti, ""); err != nil {
+		if err := other.RevokeToken(ctx, "cli:root", jti, "", store.RevokeOptions{Unregistered: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -623,5 +624,74 @@ func TestRevocationListener(t *testing.T) {
 	}
 	if ok, _ := ts.IsRevoked(ctx, "never"); ok {
 		t.Error("unrevoked token reported revoked")
+	}
+}
+
+// The register: an issued token is listed with its scope; revoke refuses
+// an id that was never issued (a typo during an incident must not report
+// success) and accepts a registered one; the runtime role can neither
+// change nor delete a register row nor un-distrust a key.
+func TestTokenRegisterRefusesUnknownIDs(t *testing.T) {
+	t.Parallel()
+	ts := newTestStore(t)
+	ctx := context.Background()
+	now := ts.clk.Now()
+	tok := store.IssuedToken{JTI: strings.Repeat("ab", 16), Role: "agent", Subject: "db01", Scope: []byte(`{"sources":["db01"]}`),
+		KeyID: strings.Repeat("cd", 8), IssuedAt: now, ExpiresAt: now.Add(time.Hour), IssuedBy: "cli:root"}
+	if err := ts.RegisterToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.RegisterToken(ctx, tok); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("registering an id twice: %v, want ErrConflict", err)
+	}
+	for name, bad := range map[string]store.IssuedToken{
+		"short jti":        {JTI: "ab", Role: "admin", Subject: "a", KeyID: tok.KeyID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), IssuedBy: "x"},
+		"agent no scope":   {JTI: strings.Repeat("01", 16), Role: "agent", Subject: "a", KeyID: tok.KeyID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), IssuedBy: "x"},
+		"admin with scope": {JTI: strings.Repeat("02", 16), Role: "admin", Subject: "a", Scope: []byte(`{"all":true}`), KeyID: tok.KeyID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), IssuedBy: "x"},
+		"expired at issue": {JTI: strings.Repeat("03", 16), Role: "admin", Subject: "a", KeyID: tok.KeyID, IssuedAt: now, ExpiresAt: now, IssuedBy: "x"},
+		"unknown role":     {JTI: strings.Repeat("04", 16), Role: "root", Subject: "a", KeyID: tok.KeyID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), IssuedBy: "x"},
+	} {
+		if err := ts.RegisterToken(ctx, bad); err == nil {
+			t.Errorf("RegisterToken(%s) succeeded", name)
+		}
+	}
+	if err := ts.RevokeToken(ctx, "cli:root", strings.Repeat("ab", 15)+"ac", "typo", store.RevokeOptions{}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("revoking an id never issued: %v, want ErrNotFound", err)
+	}
+	if err := ts.RevokeToken(ctx, "cli:root", tok.JTI, "stolen", store.RevokeOptions{}); err != nil {
+		t.Fatalf("revoking a registered token: %v", err)
+	}
+	list, err := ts.ListTokens(ctx, store.TokenQuery{})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("ListTokens = %+v, %v; want the one token", list, err)
+	}
+	if got := list[0]; got.JTI != tok.JTI || got.Subject != "db01" || got.RevokedAt == nil || !strings.Contains(string(got.Scope), "db01") {
+		t.Errorf("listed %+v, want %s of db01, revoked, with its scope", got, tok.JTI)
+	}
+	if active, _ := ts.ListTokens(ctx, store.TokenQuery{Active: true, Now: now}); len(active) != 0 {
+		t.Errorf("active tokens = %+v, want none (the only one is revoked)", active)
+	}
+
+	if err := ts.DistrustKey(ctx, "cli:root", tok.KeyID, make([]byte, 32), "stolen laptop"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ts.IsKeyDistrusted(ctx, tok.KeyID); err != nil || !ok {
+		t.Errorf("IsKeyDistrusted after DistrustKey = %v, %v", ok, err)
+	}
+	if ok, _ := ts.IsKeyDistrusted(ctx, strings.Repeat("ef", 8)); ok {
+		t.Errorf("an unknown key is distrusted")
+	}
+	for _, stmt := range []string{
+		`UPDATE issued_tokens SET subject = 'web09'`,
+		`DELETE FROM issued_tokens`,
+		`DELETE FROM distrusted_keys`,
+		`UPDATE distrusted_keys SET kid = '0000000000000000'`,
+	} {
+		if _, err := ts.pool.Exec(ctx, stmt); err == nil {
+			t.Errorf("runtime role: %s succeeded", stmt)
+		}
+	}
+	if ok, _ := ts.IsKeyDistrusted(ctx, tok.KeyID); !ok {
+		t.Errorf("the key is trusted again after the runtime role's attempts")
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -10,32 +11,56 @@ import (
 )
 
 // revokedChannel is the LISTEN/NOTIFY channel on which revocations are
-// announced, with the token id as payload.
-const revokedChannel = "wormvault_revoked"
+// announced, with the token id as payload, and distrusted signing keys,
+// with keyPayload and the key id (token ids are hex: no confusion).
+const (
+	revokedChannel = "wormvault_revoked"
+	keyPayload     = "key:"
+)
 
-// revocations is an in-memory copy of the revocation list, kept complete by
-// WatchRevocations. While it is not live, lookups go to the database.
+// revocations is an in-memory copy of the revocation list and of the
+// distrusted keys, kept complete by WatchRevocations. While it is not
+// live, lookups go to the database.
 type revocations struct {
 	mu   sync.RWMutex
 	live bool
 	set  map[string]struct{}
+	keys map[string]struct{}
+}
+
+// RevokeOptions qualify RevokeToken.
+type RevokeOptions struct {
+	// Unregistered lets a token id that is not in the register be revoked:
+	// only for tokens issued before the register existed. Without it, an
+	// unknown id (a typo during an incident) is refused with ErrNotFound.
+	Unregistered bool
 }
 
 // RevokeToken records that the token with id jti is revoked and announces
-// it to every vault process. Revoking an already revoked token returns
-// ErrConflict.
+// it to every vault process. An id that is not in the register of issued
+// tokens is refused with ErrNotFound (unless o.Unregistered); revoking an
+// already revoked token returns ErrConflict.
 //
 // Its audit entry is written in the same transaction by a store that holds
 // the data directory's journal (the server). `vault token revoke` is a
 // separate process that does not: the server logs its revocations when it
 // hears of them (LogRevocations), so that only the server appends to the
 // log and the journal stays the log's copy.
-func (s *Store) RevokeToken(ctx context.Context, actor, jti, reason string) error {
+func (s *Store) RevokeToken(ctx context.Context, actor, jti, reason string, o RevokeOptions) error {
 	if jti == "" || len(jti) > 128 {
 		return invalid("jti", "must be 1 to 128 characters")
 	}
 	now := s.clk.Now()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if !o.Unregistered {
+			var issued bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM issued_tokens WHERE jti = $1)`, jti).Scan(&issued); err != nil {
+				return err
+			}
+			if !issued {
+				return fmt.Errorf("token %s was never issued by this vault (vault token list shows the issued tokens): %w", jti, ErrNotFound)
+			}
+		}
 		tag, err := tx.Exec(ctx, `INSERT INTO revoked_tokens (jti, revoked_at, revoked_by, reason)
 			VALUES ($1, $2, $3, $4) ON CONFLICT (jti) DO NOTHING`, jti, now, actor, reason)
 		if err != nil {
@@ -61,12 +86,39 @@ func (s *Store) RevokeToken(ctx context.Context, actor, jti, reason string) erro
 }
 
 // LogRevocations appends a token.revoke entry for every revocation that has
-// none (those `vault token revoke` wrote), and returns how many. The
-// server runs it when it hears of a revocation and at start.
+// none (those `vault token revoke` wrote), and a key.distrust entry for
+// every distrusted key that has none (`vault token rotate-key
+// --compromised`), and returns how many. The server runs it when it hears
+// of a revocation and at start.
 func (s *Store) LogRevocations(ctx context.Context) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `SELECT jti, revoked_at, revoked_by, reason FROM revoked_tokens r
+		rows, _ := tx.Query(ctx, `SELECT kid, distrusted_at, distrusted_by, reason FROM distrusted_keys k
+			WHERE NOT EXISTS (SELECT FROM audit_log a WHERE a.action = 'key.distrust'
+			                  AND a.payload::jsonb #>> '{details,kid}' = k.kid)
+			ORDER BY distrusted_at, kid`)
+		type keyRow struct {
+			KID          string    `db:"kid"`
+			DistrustedAt time.Time `db:"distrusted_at"`
+			DistrustedBy string    `db:"distrusted_by"`
+			Reason       string    `db:"reason"`
+		}
+		keys, err := pgx.CollectRows(rows, pgx.RowToStructByName[keyRow])
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			recs := make([]auditRecord, len(keys))
+			for i, k := range keys {
+				recs[i] = auditRecord{at: k.DistrustedAt, actor: k.DistrustedBy, action: "key.distrust",
+					details: map[string]any{"kid": k.KID, "reason": k.Reason}}
+			}
+			if _, err := s.appendAuditBatch(ctx, tx, recs); err != nil {
+				return err
+			}
+			n += len(recs)
+		}
+		rows, _ = tx.Query(ctx, `SELECT jti, revoked_at, revoked_by, reason FROM revoked_tokens r
 			WHERE NOT EXISTS (SELECT FROM audit_log a WHERE a.action = 'token.revoke'
 			                  AND a.payload::jsonb #>> '{details,jti}' = r.jti)
 			ORDER BY revoked_at, jti`)
@@ -85,8 +137,8 @@ func (s *Store) LogRevocations(ctx context.Context) (int, error) {
 			recs[i] = auditRecord{at: r.RevokedAt, actor: r.RevokedBy, action: "token.revoke",
 				details: map[string]any{"jti": r.JTI, "reason": r.Reason}}
 		}
-		n = len(recs)
-		if n == 0 {
+		n += len(recs)
+		if len(recs) == 0 {
 			return nil
 		}
 		_, err = s.appendAuditBatch(ctx, tx, recs)
@@ -103,6 +155,14 @@ func (r *revocations) add(jti string) {
 	defer r.mu.Unlock()
 	if r.set != nil {
 		r.set[jti] = struct{}{}
+	}
+}
+
+func (r *revocations) addKey(kid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.keys != nil {
+		r.keys[kid] = struct{}{}
 	}
 }
 
@@ -170,8 +230,17 @@ func (s *Store) watchRevocations(ctx context.Context) error {
 	for _, j := range jtis {
 		set[j] = struct{}{}
 	}
+	rows, _ = conn.Query(ctx, "SELECT kid FROM distrusted_keys")
+	kids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	keys := make(map[string]struct{}, len(kids))
+	for _, k := range kids {
+		keys[k] = struct{}{}
+	}
 	s.rev.mu.Lock()
-	s.rev.set, s.rev.live = set, true
+	s.rev.set, s.rev.keys, s.rev.live = set, keys, true
 	s.rev.mu.Unlock()
 	s.logRevocations(ctx)
 	for {
@@ -179,7 +248,12 @@ func (s *Store) watchRevocations(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.rev.add(n.Payload)
+		if kid, ok := strings.CutPrefix(n.Payload, keyPayload); ok {
+			s.rev.addKey(kid)
+			s.log.WarnContext(ctx, "token-signing key distrusted: every token it signed is refused", "kid", kid)
+		} else {
+			s.rev.add(n.Payload)
+		}
 		s.logRevocations(ctx)
 	}
 }

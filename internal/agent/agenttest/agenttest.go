@@ -92,7 +92,13 @@ func New(t testing.TB, o Options) *Vault {
 	v := &Vault{URL: srv.URL, DataDir: dir, Store: st}
 	issuer := auth.NewIssuer(key, vaultID, clk)
 	for role, dst := range map[auth.Role]*string{auth.RoleAgent: &v.Agent, auth.RoleReader: &v.Reader, auth.RoleAuditor: &v.Auditor} {
-		tok, _, err := issuer.Issue(role, "test-"+string(role), time.Hour)
+		issue := issuer.Issue
+		if auth.Scoped(role) {
+			issue = func(role auth.Role, subject string, ttl time.Duration) (string, auth.Claims, error) {
+				return issuer.IssueScoped(role, subject, ttl, auth.AllSources())
+			}
+		}
+		tok, _, err := issue(role, "test-"+string(role), time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
