@@ -67,6 +67,10 @@ func TestDBErrUnavailableOnlyForConnections(t *testing.T) {
 		{"journal append on a full disk", fmt.Errorf("audit: journal: journal: append: %w",
 			&os.PathError{Op: "write", Path: "/data/journal/1.wvj", Err: syscall.ENOSPC}), syscall.ENOSPC},
 		{"quota reached", &os.PathError{Op: "write", Path: "/data/x", Err: syscall.EDQUOT}, syscall.EDQUOT},
+		// A failed fsync of the journal is the disk's fault: a 500 and an
+		// operator's problem, never "unavailable, retry later".
+		{"journal fsync I/O error", fmt.Errorf("audit: journal: %w",
+			&os.PathError{Op: "fdatasync", Path: "/data/journal/1.wvj", Err: syscall.EIO}), nil},
 		{"missing tree hash", fmt.Errorf("audit: %w: stored hash 6 is missing", ErrAuditTree), ErrAuditTree},
 		{"broken chain", fmt.Errorf("%w: gap before entry 3", ErrAuditChainBroken), ErrAuditChainBroken},
 		{"rollback", fmt.Errorf("%w: 3 entries, signed 5", ErrRollback), ErrRollback},

@@ -325,10 +325,18 @@ func connectionErr(err error) bool {
 		connect *pgconn.ConnectError
 		netErr  net.Error
 	)
+	// A bare syscall.Errno passes for a net.Error (it has Timeout and
+	// Temporary): only a network operation's error counts, so that an
+	// EIO from the journal's fsync is a failure, not "retry later".
+	if errors.As(err, &netErr) {
+		if _, bare := netErr.(syscall.Errno); bare {
+			netErr = nil
+		}
+	}
 	return errors.As(err, &connect) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) ||
 		errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, puddle.ErrClosedPool) || errors.Is(err, pgconn.ErrConnClosed) ||
-		errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		netErr != nil || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
 }
 
