@@ -79,7 +79,7 @@ func newAuditLogFixture(t testing.TB) *auditLogFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readerTok, _, err := issuer.Issue(auth.RoleReader, "auditor-1-content", time.Hour)
+	readerTok, _, err := issuer.IssueScoped(auth.RoleReader, "auditor-1-content", time.Hour, auth.Scope{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wormvault/wormvault/internal/agent/agenttest"
+	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/client"
 	"github.com/wormvault/wormvault/internal/pgtest"
@@ -51,10 +52,15 @@ func testServe(t testing.TB, dir, dbURL string, extra ...string) (url string, st
 	return rec["url"].(string), stop
 }
 
-// servedMetric reads one unlabelled metric from /metrics.
-func servedMetric(t testing.TB, url, name string) float64 {
+// servedMetric reads one unlabelled metric from /metrics (metrics role).
+func servedMetric(t testing.TB, url, token, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, url+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +90,11 @@ func TestScrubHealsBitFlipsEndToEnd(t *testing.T) {
 	dir := mustInitVault(t)
 	dbURL := pgtest.NewDatabase(t)
 	token := func(role string) string {
-		return strings.TrimSpace(mustCLI(t, nil, "token", "issue", "--data-dir", dir, "--role", role, "--subject", "e2e-"+role, "--ttl", "1h"))
+		args := []string{"token", "issue", "--data-dir", dir, "--database-url", dbURL, "--role", role, "--subject", "e2e-" + role, "--ttl", "1h"}
+		if auth.Scoped(auth.Role(role)) {
+			args = append(args, "--all-sources")
+		}
+		return strings.TrimSpace(mustCLI(t, nil, args...))
 	}
 	agentTok, readerTok := token("agent"), token("reader")
 
@@ -131,13 +141,13 @@ func TestScrubHealsBitFlipsEndToEnd(t *testing.T) {
 	}
 
 	url, _ = testServe(t, dir, dbURL, "--scrub-bandwidth", "0")
-	if got := servedMetric(t, url, "wormvault_chunk_corrupt_total"); got != 2 {
+	if got := servedMetric(t, url, token("metrics"), "wormvault_chunk_corrupt_total"); got != 2 {
 		t.Errorf("wormvault_chunk_corrupt_total after a restart = %v, want 2", got)
 	}
-	if got := servedMetric(t, url, "wormvault_chunks_damaged"); got != 2 {
+	if got := servedMetric(t, url, token("metrics"), "wormvault_chunks_damaged"); got != 2 {
 		t.Errorf("wormvault_chunks_damaged after a restart = %v, want 2", got)
 	}
-	if got := servedMetric(t, url, "wormvault_scrub_last_full_pass_timestamp_seconds"); got < float64(time.Now().Add(-time.Hour).Unix()) {
+	if got := servedMetric(t, url, token("metrics"), "wormvault_scrub_last_full_pass_timestamp_seconds"); got < float64(time.Now().Add(-time.Hour).Unix()) {
 		t.Errorf("wormvault_scrub_last_full_pass_timestamp_seconds = %v, want the pass just run", got)
 	}
 	agent := newAPIClient(t, url, agentTok)
@@ -171,7 +181,7 @@ func TestScrubHealsBitFlipsEndToEnd(t *testing.T) {
 	if detected != 2 || repaired != 2 {
 		t.Errorf("audit log: %d chunk.damage, %d chunk.repair entries; want 2 and 2", detected, repaired)
 	}
-	if got := servedMetric(t, url, "wormvault_chunks_damaged"); got != 0 {
+	if got := servedMetric(t, url, token("metrics"), "wormvault_chunks_damaged"); got != 0 {
 		t.Errorf("wormvault_chunks_damaged after repair = %v, want 0", got)
 	}
 }
