@@ -84,7 +84,7 @@ func TestIdleConnectionFloodDoesNotLockOutTokenClient(t *testing.T) {
 			t.Fatalf("read %d during the flood: %d", i, got)
 		}
 	}
-	metrics := mustGetMetrics(t, tc, srv.url)
+	metrics := mustGetMetrics(t, tc, srv.url, mustIssueToken(t, bin, dir, db.URL, "metrics", "prometheus"))
 	if open := metrics["wormvault_connections_open"]; open > maxConns {
 		t.Errorf("vault holds %v connections, cap %d", open, maxConns)
 	}
@@ -95,10 +95,16 @@ func TestIdleConnectionFloodDoesNotLockOutTokenClient(t *testing.T) {
 		metrics[`wormvault_connections_refused_total{reason="evicted"}`], metrics["wormvault_connections_open"])
 }
 
-// mustGetMetrics reads /metrics into a map from "name{labels}" to value.
-func mustGetMetrics(t *testing.T, c *http.Client, base string) map[string]float64 {
+// mustGetMetrics reads /metrics (with a metrics-role token) into a map
+// from "name{labels}" to value.
+func mustGetMetrics(t *testing.T, c *http.Client, base, token string) map[string]float64 {
 	t.Helper()
-	resp, err := c.Get(base + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}
