@@ -9,8 +9,6 @@ import (
 	"runtime/debug"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/wormvault/wormvault/migrations"
 )
 
 // stampedVersion is set at build time by the Makefile and the Dockerfile
@@ -57,22 +55,7 @@ func openDB(ctx context.Context, url string, maxConns int, log *slog.Logger) (*p
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("database: %w", err)
-	}
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("database: connect: %w", err)
-	}
-	err = migrations.Ensure(ctx, conn.Conn(), log)
-	conn.Release()
-	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
+	return connectOnce(ctx, cfg, log)
 }
 
 // cliActor names the person running a CLI command in audit entries.
