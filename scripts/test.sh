@@ -35,5 +35,5 @@ go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted" >&2; exit 1; fi
 # A short fuzz run of every parser of untrusted input (scripts/fuzz.sh).
-FUZZTIME=${FUZZTIME:-5s} scripts/fuzz.sh
+FUZZTIME=${FUZZTIME:-20000x} scripts/fuzz.sh
 exec go test -race -count=1 -timeout 30m ./... "$@"
