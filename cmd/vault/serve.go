@@ -32,7 +32,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := config.LoadServe(args, getenv, stderr)
+	cfg, err := config.LoadServeFlags(args, getenv, newFlagSet("serve", stderr))
 	if err != nil {
 		return err
 	}
@@ -236,6 +236,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 // every second) has not managed to cover the log with a signed checkpoint
 // for this long.
 const checkpointMaxAge = time.Minute
+
 // newServeVerifier builds the server's token verifier: the current key,
 // the retired keys until their last token expires, and never a distrusted
 // key. The keys vault.json lists as distrusted are recorded in the
