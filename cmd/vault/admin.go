@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -17,64 +16,15 @@ import (
 	"github.com/wormvault/wormvault/internal/client"
 )
 
-const adminUsage = `usage: vault admin <command>
-
-  keygen --out FILE           make your personal admin key (raw Ed25519); prints the public key
-  deletions request --chunks H,H | --snapshots ID,ID | --expired-before DATE [--source S] | --hold ID  --reason TEXT  SIGN
-  deletions approve ID SIGN   approve a request (not your own; once per admin)
-  deletions cancel ID --reason TEXT SIGN
-  deletions list [--state S]  requests, newest first
-  deletions show ID           targets, approvals, time left, outcome
-  admins show                 the admin set and its policy
-  admins change --add NAME=PUBFILE | --remove NAME | --rotate NAME=PUBFILE |
-                --policy APPROVALS,DELAY,GOV_APPROVALS,GOV_DELAY  --reason TEXT SIGN
-                              request an admin-set change (governance quorum and delay)
-  execute-due                 run the executor now (approved requests whose delay has passed)
-
-SIGN is --key FILE (from keygen) or --ssh-key FILE (ssh-ed25519, via ssh-keygen -Y sign),
+// adminText is the part of the admin commands' help that they share.
+const adminText = `SIGN is --key FILE (from keygen) or --ssh-key FILE (ssh-ed25519, via ssh-keygen -Y sign),
 plus --yes to sign without confirming. The statement is shown before signing.
 Set VAULT_URL and VAULT_TOKEN (an admin token): the token authenticates the call;
 only your key's signature counts as your approval.
 `
 
-func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, adminUsage)
-		return errors.New("admin: want a command")
-	}
-	switch args[0] {
-	case "deletions":
-		if len(args) < 2 {
-			fmt.Fprint(stderr, adminUsage)
-			return errors.New("admin deletions: want request, approve, cancel, list or show")
-		}
-		switch args[1] {
-		case "request":
-			return runDeletionRequest(ctx, args[2:], getenv, stdin, stdout, stderr)
-		case "approve", "cancel", "show":
-			return runDeletionAction(ctx, args[1], args[2:], getenv, stdin, stdout, stderr)
-		case "list":
-			return runDeletionList(ctx, args[2:], getenv, stdout, stderr)
-		}
-	case "execute-due":
-		return runExecuteDue(ctx, args[1:], getenv, stdout, stderr)
-	case "keygen":
-		return runKeygen(args[1:], stdout, stderr)
-	case "admins":
-		if len(args) >= 2 && args[1] == "show" {
-			return runAdminsShow(ctx, args[2:], getenv, stdout, stderr)
-		}
-		if len(args) >= 2 && args[1] == "change" {
-			return runAdminsChange(ctx, args[2:], getenv, stdin, stdout, stderr)
-		}
-	}
-	fmt.Fprint(stderr, adminUsage)
-	return fmt.Errorf("admin: unknown command %q", strings.Join(args, " "))
-}
-
 func runDeletionRequest(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("admin deletions request", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("admin deletions request", stderr)
 	f := addAPIFlags(fs, getenv)
 	sf := addSignFlags(fs, getenv)
 	chunks := fs.String("chunks", "", "comma-separated chunk hashes")
@@ -166,8 +116,7 @@ func splitList(s string) []string {
 }
 
 func runDeletionAction(ctx context.Context, action string, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("admin deletions "+action, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("admin deletions "+action, stderr)
 	f := addAPIFlags(fs, getenv)
 	sf := addSignFlags(fs, getenv)
 	reason := fs.String("reason", "", "why (required to cancel)")
@@ -232,8 +181,7 @@ func runDeletionAction(ctx context.Context, action string, args []string, getenv
 }
 
 func runDeletionList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("admin deletions list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("admin deletions list", stderr)
 	f := addAPIFlags(fs, getenv)
 	state := fs.String("state", "", "only requests in this state: requested, scheduled, cancelled, expired, executing, executed")
 	limit := fs.Int("limit", 100, "at most this many")
@@ -327,8 +275,7 @@ func indent(text string, max int) string {
 }
 
 func runExecuteDue(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("admin execute-due", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("admin execute-due", stderr)
 	f := addAPIFlags(fs, getenv)
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
@@ -361,8 +308,7 @@ func adminErr(cmd string, err error) error {
 }
 
 func runAdminsShow(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("admin admins show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("admin admins show", stderr)
 	f := addAPIFlags(fs, getenv)
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
@@ -391,8 +337,7 @@ func runAdminsShow(ctx context.Context, args []string, getenv func(string) strin
 
 func runAdminsChange(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	const cmd = "admin admins change"
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(cmd, stderr)
 	f := addAPIFlags(fs, getenv)
 	sf := addSignFlags(fs, getenv)
 	add := fs.String("add", "", "add an admin: NAME=PUBKEYFILE")

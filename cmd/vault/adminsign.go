@@ -34,7 +34,7 @@ type signFlags struct {
 
 func addSignFlags(fs *flag.FlagSet, getenv func(string) string) *signFlags {
 	f := &signFlags{}
-	fs.StringVar(&f.key, "key", getenv("VAULT_ADMIN_KEY"), "your admin private key from `vault admin keygen` (VAULT_ADMIN_KEY)")
+	fs.StringVar(&f.key, "key", getenv("VAULT_ADMIN_KEY"), "your admin private key `FILE`, from vault admin keygen (VAULT_ADMIN_KEY)")
 	fs.StringVar(&f.sshKey, "ssh-key", getenv("VAULT_ADMIN_SSH_KEY"), "your ssh-ed25519 private key, signed with ssh-keygen -Y sign (VAULT_ADMIN_SSH_KEY)")
 	fs.StringVar(&f.as, "as", getenv("VAULT_ADMIN_NAME"), "your admin name (default: found from your key in the admin set) (VAULT_ADMIN_NAME)")
 	fs.BoolVar(&f.yes, "yes", false, "sign without asking for confirmation")
@@ -151,8 +151,7 @@ func signAction(ctx context.Context, c *client.Client, f *signFlags, d client.De
 }
 
 func runKeygen(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("admin keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("admin keygen", stderr)
 	out := fs.String("out", "", "private key file to create (0600; never sent anywhere)")
 	if err := fs.Parse(args); err != nil {
 		return err

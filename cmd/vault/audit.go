@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -26,15 +25,8 @@ import (
 	"github.com/wormvault/wormvault/internal/client"
 )
 
-const auditUsage = `usage: vault audit <command> [flags]
-
-commands:
-  verify          check the vault's signed checkpoint against the one kept in --state,
-                  recompute the log from its entries and replay the deletion and
-                  retention rules; exits non-zero with a report on any failure
-  prove-retained  HASH: print and check the inclusion proof of a chunk's commit entry
-
-Both need VAULT_URL and an auditor token in VAULT_TOKEN, and a state
+// auditText is the part of the audit commands' help that they share.
+const auditText = `Both need VAULT_URL and an auditor token in VAULT_TOKEN, and a state
 directory (--state) that holds the pinned checkpoint key and the last
 verified checkpoint. Keep it on the auditor's machine, not the vault's.
 
@@ -50,24 +42,6 @@ const (
 	stateKeyFile        = "vault.vkey"
 	stateCheckpointFile = "checkpoint"
 )
-
-func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, auditUsage)
-		return errors.New("audit: no command given")
-	}
-	switch args[0] {
-	case "verify":
-		return runAuditVerify(ctx, args[1:], getenv, stdout, stderr)
-	case "prove-retained":
-		return runAuditProve(ctx, args[1:], getenv, stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, auditUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, auditUsage)
-	return fmt.Errorf("audit: unknown command %q", args[0])
-}
 
 // auditState is the auditor's state directory.
 type auditState struct {
@@ -139,8 +113,7 @@ func (s auditState) keep(msg []byte) error {
 }
 
 func runAuditVerify(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("audit verify", stderr)
 	af := addAPIFlags(fs, getenv)
 	stateDir := fs.String("state", getenv("VAULT_AUDIT_STATE"), "auditor state directory: pinned key and last checkpoint (VAULT_AUDIT_STATE)")
 	keyText := fs.String("key", "", "the vault's checkpoint verifier key (first run; from its checkpoint.vkey, out of band)")
@@ -238,8 +211,7 @@ func runAuditVerify(ctx context.Context, args []string, getenv func(string) stri
 }
 
 func runAuditProve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("audit prove-retained", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("audit prove-retained", stderr)
 	af := addAPIFlags(fs, getenv)
 	stateDir := fs.String("state", getenv("VAULT_AUDIT_STATE"), "auditor state directory with the pinned key (VAULT_AUDIT_STATE)")
 	keyText := fs.String("key", "", "the vault's checkpoint verifier key, if none is pinned")

@@ -5,7 +5,6 @@ package main
 // tables or, with --json, JSON.
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -194,35 +193,10 @@ func cliErr(cmd string, err error) error {
 	return fmt.Errorf("%s: %w", cmd, err)
 }
 
-// command is the signature of every subcommand.
-type command func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
-
-// dispatch runs the subcommand of a command group (holds list, snapshots
-// show, ...): the usage text on -h, and on a missing or unknown subcommand
-// the usage on stderr and an error (want says what is expected).
-func dispatch(ctx context.Context, group, usage, want string, subs map[string]command,
-	args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%s: want %s", group, want)
-	}
-	if sub, ok := subs[args[0]]; ok {
-		return sub(ctx, args[1:], getenv, stdout, stderr)
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("%s: unknown subcommand %q", group, args[0])
-}
-
 // idCommand parses the flags of a "<group> show ID" command and returns a
 // client, the flags and the id (what names the kind of id in errors).
 func idCommand(cmd, what string, args []string, getenv func(string) string, stderr io.Writer) (*client.Client, *apiFlags, int64, error) {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(cmd, stderr)
 	af := addAPIFlags(fs, getenv)
 	pos, err := parseArgs(fs, args)
 	if err != nil {

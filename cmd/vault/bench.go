@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -21,8 +20,7 @@ import (
 // and a fresh database that it removes afterwards; with --url it measures a
 // running vault instead.
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("bench", stderr)
 	sizesText := fs.String("sizes", "4KiB,64KiB,1MiB,8MiB", "chunk sizes, comma-separated")
 	agentsText := fs.String("agents", "1,8", "numbers of concurrent agents, comma-separated")
 	dedupText := fs.String("dedup", "0,0.9", "fractions of PUTs that re-send a stored chunk, comma-separated")

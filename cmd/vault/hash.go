@@ -10,8 +10,14 @@ import (
 )
 
 // runHash prints the BLAKE3 address of each file (or stdin for "-"), the
-// name a chunk is stored under.
-func runHash(args []string, stdin io.Reader, stdout io.Writer) error {
+// name a chunk is stored under. It has no flags; "--" ends them, for a file
+// whose name starts with "-".
+func runHash(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("hash", stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	args = fs.Args()
 	if len(args) == 0 {
 		return errors.New("hash: want one or more files, or - for stdin")
 	}

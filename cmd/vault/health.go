@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,8 +13,7 @@ import (
 // vault's /readyz (no token needed) and succeeds only on 200, printing the
 // answer either way, so `docker inspect` shows why a vault is unhealthy.
 func runHealth(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("health", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("health", stderr)
 	def := getenv("VAULT_URL")
 	if def == "" {
 		def = "http://127.0.0.1:8420"

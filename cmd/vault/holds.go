@@ -3,31 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 
 	"github.com/wormvault/wormvault/internal/client"
 )
-
-const holdsUsage = `usage: vault holds <list|show> [flags]
-
-  list [--limit N]   legal holds, oldest first, active and released
-  show ID            one hold and everything it holds
-
-Talks to the vault at VAULT_URL (or --url) with the token in VAULT_TOKEN
-(an auditor or admin token). Tables by default, --json for JSON. Holds are
-placed by admins (POST /v1/holds) and released only through an approved
-deletion request.
-`
-
-func runHolds(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return dispatch(ctx, "holds", holdsUsage, "'holds list' or 'holds show ID'", map[string]command{
-		"list": runHoldsList,
-		"show": runHoldsShow,
-	}, args, getenv, stdout, stderr)
-}
 
 // holdTarget describes what a hold covers, in a few words.
 func holdTarget(h client.Hold) string {
@@ -41,8 +22,7 @@ func holdTarget(h client.Hold) string {
 }
 
 func runHoldsList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("holds list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("holds list", stderr)
 	af := addAPIFlags(fs, getenv)
 	limit := fs.Int("limit", 100, "at most this many holds (0: all)")
 	if err := parseNoArgs("holds list", fs, args); err != nil {
@@ -130,3 +110,8 @@ func runHoldsShow(ctx context.Context, args []string, getenv func(string) string
 	}
 	return tw.Flush()
 }
+
+// holdsText says how holds come and go.
+const holdsText = `Holds are placed by admins (POST /v1/holds) and released only through an
+approved deletion request (vault admin deletions request --hold ID).
+`

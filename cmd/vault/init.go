@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -21,12 +20,11 @@ import (
 )
 
 func runInit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("init", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("init", stderr)
 	dir := fs.String("data-dir", getenv("VAULT_DATA_DIR"), "data directory to create (VAULT_DATA_DIR)")
 	id := fs.String("vault-id", "", "vault id (default: random); tokens are bound to it")
 	var admins []string
-	fs.Func("admin", "enrol an admin: NAME=PUBKEYFILE (from `vault admin keygen`, or an ssh-ed25519 .pub); repeat, at least approvals-required+1 times", func(v string) error {
+	fs.Func("admin", "enrol an admin: `NAME=PUBKEYFILE` (from vault admin keygen, or an ssh-ed25519 .pub); repeat, at least approvals-required+1 times", func(v string) error {
 		admins = append(admins, v)
 		return nil
 	})

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -36,17 +35,10 @@ then:
 
 vault serve applies nothing itself when it runs as the runtime login: it
 refuses to start while migrations are pending.
-
-flags:
 `
 
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, migrateUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("migrate", stderr)
 	ownerURL := fs.String("owner-url", "", "the schema owner's PostgreSQL URL (VAULT_OWNER_DATABASE_URL, or VAULT_OWNER_DATABASE_URL_FILE)")
 	dbURL := fs.String("database-url", "", "PostgreSQL URL, for a single-role setup where the server's role owns the schema (VAULT_DATABASE_URL); --owner-url wins")
 	if err := fs.Parse(args); err != nil {

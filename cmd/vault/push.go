@@ -33,8 +33,6 @@ cannot be read are reported on stderr and skipped; the push still succeeds.
 
 Needs an agent token: --token-file, or VAULT_TOKEN (or VAULT_TOKEN_FILE).
 The vault is --url or VAULT_URL.
-
-flags:
 `
 
 // vaultName is the vault's spelling of sources, snapshot names and tags
@@ -108,9 +106,7 @@ func agentErr(cmd, role string, err error) error {
 }
 
 func runPush(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("push", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, pushUsage); fs.PrintDefaults() }
+	fs := newFlagSet("push", stderr)
 	af := addAgentFlags(fs, getenv, "agent")
 	source := fs.String("source", "", "what is backed up, a host or job name (default: this host's name)")
 	snapName := fs.String("snapshot-name", "", "snapshot name, unique within the source (default: the UTC time, e.g. 2026-11-25T02:00:00.000Z)")

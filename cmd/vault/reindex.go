@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -38,17 +37,10 @@ Content is only read, never changed or removed. Journaled chunks whose
 content is missing or damaged are reported as data loss and keep their
 rows; content no entry names is indexed as reconcile does (uploader
 "reconcile", the minimum retention).
-
-flags:
 `
 
 func runReindex(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("reindex", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, reindexUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("reindex", stderr)
 	dir := fs.String("data-dir", getenv("VAULT_DATA_DIR"), "the vault's data directory (VAULT_DATA_DIR)")
 	// No default shown: a URL may hold a password.
 	var url string

@@ -404,7 +404,7 @@ func TestReindexUsage(t *testing.T) {
 	if got := mustDumpIndex(t, db); slices.ContainsFunc(indexTables, func(tb string) bool { return len(got[tb]) > 0 }) {
 		t.Errorf("a refused reindex wrote rows: %v", got)
 	}
-	if r := runCLI(t, nil, nil, "reindex", "-h"); !strings.Contains(r.stderr, "VAULT_OWNER_DATABASE_URL") || strings.Contains(r.stderr, "postgres://") {
-		t.Errorf("vault reindex -h printed:\n%s", r.stderr)
+	if r := runCLI(t, nil, nil, "reindex", "-h"); !strings.Contains(r.stdout, "VAULT_OWNER_DATABASE_URL") || strings.Contains(r.stdout, "postgres://") {
+		t.Errorf("vault reindex -h printed:\n%s", r.stdout)
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,27 +10,8 @@ import (
 	"github.com/wormvault/wormvault/internal/client"
 )
 
-const resticUsage = `usage: vault restic <repos|retention> [flags]
-
-  repos                     restic repositories: files, bytes, last snapshot, retention
-  retention REPO DURATION   raise REPO's minimum retention, e.g. 400d (admin; it only
-                            grows, and the files already stored follow at once)
-
-Talks to the vault at VAULT_URL (or --url) with the token in VAULT_TOKEN (an
-auditor or admin token; retention needs admin). restic itself talks to the
-vault as rest:https://restic:TOKEN@HOST/restic/REPO/ (docs/restic.md).
-`
-
-func runRestic(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return dispatch(ctx, "restic", resticUsage, "'restic repos' or 'restic retention REPO DURATION'", map[string]command{
-		"repos":     runResticRepos,
-		"retention": runResticRetention,
-	}, args, getenv, stdout, stderr)
-}
-
 func runResticRepos(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("restic repos", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("restic repos", stderr)
 	af := addAPIFlags(fs, getenv)
 	if err := parseNoArgs("restic repos", fs, args); err != nil {
 		return err
@@ -65,8 +45,7 @@ func runResticRepos(ctx context.Context, args []string, getenv func(string) stri
 }
 
 func runResticRetention(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("restic retention", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("restic retention", stderr)
 	af := addAPIFlags(fs, getenv)
 	pos, err := parseArgs(fs, args)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -27,14 +26,10 @@ named in the error.
 
 Needs a reader token: --token-file, or VAULT_TOKEN (or VAULT_TOKEN_FILE).
 The vault is --url or VAULT_URL.
-
-flags:
 `
 
 func runRestore(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, restoreUsage); fs.PrintDefaults() }
+	fs := newFlagSet("restore", stderr)
 	af := addAgentFlags(fs, getenv, "reader")
 	toStdout := fs.Bool("stdout", false, "write the snapshot's only file (or --file) to standard output")
 	file := fs.String("file", "", "with --stdout: the path of the file in the snapshot, e.g. db.sql")

@@ -3,32 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 
 	"github.com/wormvault/wormvault/internal/client"
 )
 
-const retentionUsage = `usage: vault retention <summary|expiring> [flags]
-
-  summary                     chunks and bytes by retention month, expired, held, pending deletion
-  expiring --before DATE      snapshots and chunks retained until before DATE (YYYY-MM-DD or RFC 3339)
-
-Talks to the vault at VAULT_URL (or --url) with the token in VAULT_TOKEN
-(an auditor or admin token). Tables by default, --json for JSON.
-`
-
-func runRetention(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return dispatch(ctx, "retention", retentionUsage, "'retention summary' or 'retention expiring'", map[string]command{
-		"summary":  runRetentionSummary,
-		"expiring": runRetentionExpiring,
-	}, args, getenv, stdout, stderr)
-}
-
 func runRetentionSummary(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("retention summary", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("retention summary", stderr)
 	af := addAPIFlags(fs, getenv)
 	if err := parseNoArgs("retention summary", fs, args); err != nil {
 		return err
@@ -82,8 +64,7 @@ func runRetentionSummary(ctx context.Context, args []string, getenv func(string)
 }
 
 func runRetentionExpiring(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("retention expiring", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("retention expiring", stderr)
 	af := addAPIFlags(fs, getenv)
 	beforeText := fs.String("before", "", "list what is retained until before this date (YYYY-MM-DD or RFC 3339); required")
 	what := fs.String("show", "both", "snapshots, chunks or both")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -42,20 +41,13 @@ vault scrub status prints the scrub's position, its last full pass and the
 damage records; --damaged lists the damaged chunks awaiting repair (--all:
 repaired ones too) with the snapshots that reference them. It only reads
 the database, and may run beside vault serve.
-
-flags:
 `
 
 func runScrub(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "status" {
 		return runScrubStatus(ctx, args[1:], getenv, stdout, stderr)
 	}
-	fs := flag.NewFlagSet("scrub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, scrubUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("scrub", stderr)
 	dir := fs.String("data-dir", getenv("VAULT_DATA_DIR"), "the vault's data directory (VAULT_DATA_DIR)")
 	var url string
 	fs.StringVar(&url, "database-url", "", "PostgreSQL URL (default: VAULT_DATABASE_URL)")
@@ -157,12 +149,7 @@ func runScrub(ctx context.Context, args []string, getenv func(string) string, st
 }
 
 func runScrubStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("scrub status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, scrubUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("scrub status", stderr)
 	var url string
 	fs.StringVar(&url, "database-url", "", "PostgreSQL URL (default: VAULT_DATABASE_URL)")
 	damaged := fs.Bool("damaged", false, "list the damaged chunks and the snapshots that reference them")

@@ -32,7 +32,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := config.LoadServe(args, getenv, stderr)
+	cfg, err := config.LoadServeFlags(args, getenv, newFlagSet("serve", stderr))
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -12,26 +11,8 @@ import (
 	"github.com/wormvault/wormvault/internal/client"
 )
 
-const snapshotsUsage = `usage: vault snapshots <list|show> [flags]
-
-  list [--source S] [--tag T]... [--from DATE] [--before DATE] [--limit N]
-                snapshots, newest first
-  show ID       one snapshot: size, chunk count, unique bytes, holds
-
-Talks to the vault at VAULT_URL (or --url) with the token in VAULT_TOKEN
-(a reader, auditor or admin token). Tables by default, --json for JSON.
-`
-
-func runSnapshots(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return dispatch(ctx, "snapshots", snapshotsUsage, "'snapshots list' or 'snapshots show ID'", map[string]command{
-		"list": runSnapshotsList,
-		"show": runSnapshotsShow,
-	}, args, getenv, stdout, stderr)
-}
-
 func runSnapshotsList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("snapshots list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("snapshots list", stderr)
 	af := addAPIFlags(fs, getenv)
 	source := fs.String("source", "", "only this source")
 	var tags []string

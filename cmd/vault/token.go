@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,23 +18,6 @@ import (
 	"github.com/wormvault/wormvault/internal/config"
 	"github.com/wormvault/wormvault/internal/store"
 )
-
-func runToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("token: want 'token issue', 'token list', 'token revoke' or 'token rotate-key'")
-	}
-	switch args[0] {
-	case "issue":
-		return runTokenIssue(ctx, args[1:], getenv, stdout, stderr)
-	case "list":
-		return runTokenList(ctx, args[1:], getenv, stdout, stderr)
-	case "revoke":
-		return runTokenRevoke(ctx, args[1:], getenv, stdout, stderr)
-	case "rotate-key":
-		return runTokenRotateKey(ctx, args[1:], getenv, stdout, stderr)
-	}
-	return fmt.Errorf("token: unknown subcommand %q", args[0])
-}
 
 // listFlag collects a repeatable, comma-separated flag.
 type listFlag []string
@@ -56,8 +38,7 @@ func (l *listFlag) Set(v string) error {
 // that is not in the register is never handed out, so `vault token list`
 // shows every token and `vault token revoke` can refuse unknown ids.
 func runTokenIssue(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("token issue", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("token issue", stderr)
 	dir := fs.String("data-dir", getenv("VAULT_DATA_DIR"), "vault data directory (VAULT_DATA_DIR)")
 	url := fs.String("database-url", getenv("VAULT_DATABASE_URL"), "PostgreSQL URL, where the token is registered (VAULT_DATABASE_URL)")
 	roleName := fs.String("role", "", "agent, reader, auditor, admin or metrics")
@@ -163,8 +144,7 @@ func runTokenIssue(ctx context.Context, args []string, getenv func(string) strin
 // runTokenList prints the register: every issued token, or only the
 // active ones.
 func runTokenList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("token list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("token list", stderr)
 	url := fs.String("database-url", getenv("VAULT_DATABASE_URL"), "PostgreSQL URL (VAULT_DATABASE_URL)")
 	active := fs.Bool("active", false, "only tokens neither revoked nor expired")
 	if err := fs.Parse(args); err != nil {
@@ -211,8 +191,7 @@ func runTokenList(ctx context.Context, args []string, getenv func(string) string
 }
 
 func runTokenRevoke(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("token revoke", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("token revoke", stderr)
 	url := fs.String("database-url", getenv("VAULT_DATABASE_URL"), "PostgreSQL URL (VAULT_DATABASE_URL)")
 	reason := fs.String("reason", "", "why (recorded in the audit log)")
 	unregistered := fs.Bool("unregistered", false, "revoke an id that is not in the register (only for tokens issued before the register existed)")
@@ -251,8 +230,7 @@ func runTokenRevoke(ctx context.Context, args []string, getenv func(string) stri
 // and in vault.json, so that it is never trusted again. Every token must
 // then be reissued with the new key.
 func runTokenRotateKey(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("token rotate-key", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("token rotate-key", stderr)
 	dir := fs.String("data-dir", getenv("VAULT_DATA_DIR"), "vault data directory (VAULT_DATA_DIR)")
 	compromised := fs.Bool("compromised", false, "the old key may have been stolen: refuse every token it signed, at once (every token must be reissued)")
 	url := fs.String("database-url", getenv("VAULT_DATABASE_URL"), "PostgreSQL URL, with --compromised: where running servers learn of it (VAULT_DATABASE_URL)")

@@ -139,6 +139,14 @@ type Serve struct {
 // LoadServe parses args (without the subcommand name) over the environment
 // read through getenv.
 func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Serve, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return LoadServeFlags(args, getenv, fs)
+}
+
+// LoadServeFlags is LoadServe on the caller's flag set, whose output and
+// usage (the command's -h) are the caller's.
+func LoadServeFlags(args []string, getenv func(string) string, fs *flag.FlagSet) (Serve, error) {
 	var c Serve
 	getenv = WithFiles(getenv)
 	env := func(name, def string) string {
@@ -147,9 +155,7 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 		}
 		return def
 	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.DataDir, "data-dir", env("VAULT_DATA_DIR", ""), "vault data directory, made by `vault init` (VAULT_DATA_DIR)")
+	fs.StringVar(&c.DataDir, "data-dir", env("VAULT_DATA_DIR", ""), "the vault data directory `DIR`, made by vault init (VAULT_DATA_DIR)")
 	fs.StringVar(&c.DatabaseURL, "database-url", env("VAULT_DATABASE_URL", ""), "PostgreSQL URL (VAULT_DATABASE_URL, or VAULT_DATABASE_URL_FILE)")
 	fs.StringVar(&c.Listen, "listen", env("VAULT_LISTEN", DefaultListen), "listen address (VAULT_LISTEN)")
 	fs.StringVar(&c.TLSCert, "tls-cert", env("VAULT_TLS_CERT", ""), "TLS certificate file (VAULT_TLS_CERT)")
