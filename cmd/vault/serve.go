@@ -127,6 +127,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		FreeSpace:     blobs.Space,
 		Reserve:       store.Reserve{Bytes: cfg.ReserveBytes, Percent: cfg.ReservePercent},
 	})
+	// Pending deletions, checkpoint age and the database pool, read at each scrape.
+	reg.MustRegister(st.Collector())
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.
 	defer st.Close()
@@ -236,6 +238,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 // every second) has not managed to cover the log with a signed checkpoint
 // for this long.
 const checkpointMaxAge = time.Minute
+
 // newServeVerifier builds the server's token verifier: the current key,
 // the retired keys until their last token expires, and never a distrusted
 // key. The keys vault.json lists as distrusted are recorded in the
