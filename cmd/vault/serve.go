@@ -127,6 +127,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		FreeSpace:     blobs.Space,
 		Reserve:       store.Reserve{Bytes: cfg.ReserveBytes, Percent: cfg.ReservePercent},
 	})
+	// Pending deletions, checkpoint age and the database pool, read at each scrape.
+	reg.MustRegister(st.Collector())
 	// Runs after the HTTP server has stopped (defers run in reverse): every
 	// upload handed to the group committer is answered before it exits.
 	defer st.Close()

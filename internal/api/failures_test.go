@@ -149,7 +149,7 @@ func TestDatabaseDown(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv, _ := startServer(t, down, tt.verifier, ts.logs)
+			srv, _ := startServer(t, down, tt.verifier, ts.logs, nil)
 			before := ts.state(t)
 			agent := ts.token(t, auth.RoleAgent)
 			for _, req := range []struct {
@@ -203,7 +203,7 @@ func TestDatabaseLostDuringUpload(t *testing.T) {
 	}
 	t.Cleanup(pool.Close)
 	failing := store.New(pool, ts.blobs, ts.clk, ts.logs.logger(), nil, ts.store.Options())
-	srv, _ := startServer(t, failing, ts.verifier, ts.logs)
+	srv, _ := startServer(t, failing, ts.verifier, ts.logs, nil)
 	before := ts.state(t)
 
 	pr, pw := io.Pipe()

@@ -27,6 +27,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
@@ -94,11 +95,15 @@ func newTestServer(t testing.TB) *testServer {
 	}
 	t.Cleanup(func() { jnl.Close() })
 	admins, genesis := testGenesis(t)
-	st := store.New(pool, blobs, clk, logs.logger(), nil, store.Options{MaxChunkSize: testMaxChunk, MaxBatch: testMaxBatch, VaultID: testVaultID,
+	// The store's metrics and its collector go to the registry /metrics
+	// serves, as in serve.
+	reg := prometheus.NewRegistry()
+	st := store.New(pool, blobs, clk, logs.logger(), store.NewMetrics(reg), store.Options{MaxChunkSize: testMaxChunk, MaxBatch: testMaxBatch, VaultID: testVaultID,
 		// The database's clock as the executor sees it: the fake clock, so
 		// that tests can let a deletion's delay pass without sleeping.
 		DatabaseTime: func(context.Context) (time.Time, error) { return clk.Now(), nil },
 		Journal:      jnl, Genesis: &genesis})
+	reg.MustRegister(st.Collector())
 	key, err := auth.GenerateKey()
 	if err != nil {
 		t.Fatalf("auth.GenerateKey: %v", err)
@@ -109,16 +114,17 @@ func newTestServer(t testing.TB) *testServer {
 		key: key, verifier: verifier, issuer: auth.NewIssuer(key, testVaultID, clk), logs: logs,
 		admins: admins, genesis: genesis,
 	}
-	ts.Server, ts.requests = startServer(t, st, verifier, logs)
+	ts.Server, ts.requests = startServer(t, st, verifier, logs, reg)
 	return ts
 }
 
 // startServer serves api.NewHandler over st and v. The returned tracker
 // tells when a request's handler has returned.
-func startServer(t testing.TB, st *store.Store, v *auth.Verifier, logs *syncBuffer) (*httptest.Server, *requestTracker) {
+// reg, if not nil, is the registry /metrics serves.
+func startServer(t testing.TB, st *store.Store, v *auth.Verifier, logs *syncBuffer, reg *prometheus.Registry) (*httptest.Server, *requestTracker) {
 	t.Helper()
 	tr := newRequestTracker()
-	h := NewHandler(Options{Store: st, Verifier: v, Log: logs.logger()})
+	h := NewHandler(Options{Store: st, Verifier: v, Log: logs.logger(), Registry: reg})
 	srv := httptest.NewUnstartedServer(tr.wrap(h))
 	srv.Start()
 	// Registered after the pool's cleanup, so it runs before it: Close

@@ -51,6 +51,15 @@ type RunReport struct {
 // executor_journal.go). Without a journal or a pinned genesis nothing
 // executes.
 func (s *Store) RunDue(ctx context.Context) (RunReport, error) {
+	s.metrics.executorRuns.Inc()
+	rep, err := s.runDue(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.metrics.executorFailures.Inc()
+	}
+	return rep, err
+}
+
+func (s *Store) runDue(ctx context.Context) (RunReport, error) {
 	var rep RunReport
 	now := s.clk.Now()
 	expired, err := s.expireStale(ctx, now)

@@ -53,6 +53,12 @@ type Metrics struct {
 	freeBytes     prometheus.Gauge
 	reserveBytes  prometheus.Gauge
 	spaceRefusals prometheus.Counter
+	// executorRuns counts RunDue calls; executorFailures those that
+	// returned an error other than their context ending. A failing
+	// executor leaves approved deletions unexecuted, and a refused one
+	// may be an attack: both are worth an alert.
+	executorRuns     prometheus.Counter
+	executorFailures prometheus.Counter
 }
 
 // NewMetrics creates the store's metrics and registers them with reg (if
@@ -129,8 +135,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wormvault_commit_timeouts_total",
 			Help: "Uploads answered 503 because their group commit missed its deadline (a stalled index database).",
 		}),
+		executorRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_executor_runs_total", Help: "Runs of the deletion executor (since start).",
+		}),
+		executorFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_executor_failures_total", Help: "Runs of the deletion executor that failed (since start); the error is in the log.",
+		}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.executorRuns, m.executorFailures)
 		reg.MustRegister(m.freeBytes, m.reserveBytes, m.spaceRefusals, m.commitTimeouts)
 		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.damagedOpen, m.repaired, m.readsRefused,
 			m.scrubBytes, m.scrubChunks, m.scrubLastFullPass, m.contentMissing, m.groupSize, m.MissingAtReconcile,
