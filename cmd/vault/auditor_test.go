@@ -289,7 +289,7 @@ func TestAuditorCommandErrors(t *testing.T) {
 		{"no --before", nil, []string{"retention", "expiring"}, "--before"},
 		{"bad date", nil, []string{"retention", "expiring", "--before", "next week"}, "YYYY-MM-DD"},
 		{"unknown subcommand", nil, []string{"retention", "shorten"}, "unknown subcommand"},
-		{"no subcommand", nil, []string{"holds"}, "holds list"},
+		{"no subcommand", nil, []string{"holds"}, "want a command: list, show"},
 		{"unknown snapshot", nil, []string{"snapshots", "show", "999"}, "not_found"},
 		{"bad id", nil, []string{"holds", "show", "one"}, "not a hold id"},
 		{"negative limit", nil, []string{"snapshots", "list", "--limit", "-1"}, "--limit"},
