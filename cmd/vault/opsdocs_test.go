@@ -350,3 +350,53 @@ func TestOlderBinaryRefusesNewerSchema(t *testing.T) {
 	}
 	t.Logf("migrate: %v", r.err)
 }
+
+// TestOperationsDocLinksResolve: every link to a section of
+// docs/operations.md, from the README, the docs and the deploy files,
+// names a heading the guide has.
+func TestOperationsDocLinksResolve(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(operationsDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+		var b strings.Builder
+		for _, r := range title {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9':
+				b.WriteRune(r)
+			}
+		}
+		anchors[b.String()] = true
+	}
+	link := regexp.MustCompile(`operations\.md#([a-z0-9_-]+)`)
+	files := []string{"../../README.md"}
+	for _, glob := range []string{"../../docs/*.md", "../../deploy/*/*"} {
+		m, _ := filepath.Glob(glob)
+		files = append(files, m...)
+	}
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			n++
+			if !anchors[m[1]] {
+				t.Errorf("%s links to operations.md#%s, which is no heading of %s", f, m[1], operationsDoc)
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("found %d links to operations.md sections; the README's pointers are missing", n)
+	}
+}
