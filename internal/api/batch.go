@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
+
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/store"
 )
@@ -150,7 +152,7 @@ func (b *batchRefusals) log(r *http.Request, h *handler, total int) {
 	}
 	level := [...]slog.Level{slog.LevelDebug, slog.LevelWarn, slog.LevelError}[b.severity]
 	h.log.Log(r.Context(), level, "batch chunks refused", "refused", b.count, "chunks", total, "codes", b.codes,
-		"first_hash", b.firstHash.String(), "err", b.firstErr)
+		"first_hash", b.firstHash.String(), "err", b.firstErr, "request_id", middleware.GetReqID(r.Context()))
 }
 
 // readBatch parses a whole batch body of at most size bytes into items

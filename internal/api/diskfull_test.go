@@ -82,6 +82,8 @@ func newSpaceTestServer(t testing.TB, o spaceServerOptions) (*testServer, *prome
 		Packs: packs, PackThreshold: testPackThreshold,
 		FreeSpace: o.freeSpace, Reserve: o.reserve,
 	})
+	// As in serve: free space, pending deletions and the pool, read at each scrape.
+	reg.MustRegister(st.Collector())
 	t.Cleanup(st.Close)
 	key, err := auth.GenerateKey()
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"syscall"
 
+	"github.com/go-chi/chi/v5/middleware"
+
 	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/restic"
@@ -186,24 +188,26 @@ type errorDetail struct {
 func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := errorStatus(err)
 	ctx := r.Context()
+	// The request id ties the line to the request's access-log line.
+	log := h.log.With("request_id", middleware.GetReqID(ctx))
 	switch {
 	case code == "integrity":
 		h.metrics.integrity.Inc()
-		h.log.ErrorContext(ctx, "ALERT: audit log integrity failure", "status", status, "code", code, "err", err)
+		log.ErrorContext(ctx, "ALERT: audit log integrity failure", "status", status, "code", code, "err", err)
 	case status == http.StatusInsufficientStorage:
 		// Expected while the disk is full, and then at every upload: the
 		// operator learns it from /readyz and the metrics, not from one
 		// ERROR line per refused request.
-		h.log.WarnContext(ctx, "request refused: insufficient storage", "status", status, "code", code, "err", err)
+		log.WarnContext(ctx, "request refused: insufficient storage", "status", status, "code", code, "err", err)
 	case status >= 500:
-		h.log.ErrorContext(ctx, "request failed", "status", status, "code", code, "err", err)
+		log.ErrorContext(ctx, "request failed", "status", status, "code", code, "err", err)
 	case status == http.StatusUnauthorized:
-		h.log.WarnContext(ctx, "authentication refused", "err", err)
+		log.WarnContext(ctx, "authentication refused", "err", err)
 	case status == statusClientClosed:
-		h.log.InfoContext(ctx, "client went away", "err", err)
+		log.InfoContext(ctx, "client went away", "err", err)
 		return
 	default:
-		h.log.DebugContext(ctx, "request refused", "status", status, "code", code, "err", err)
+		log.DebugContext(ctx, "request refused", "status", status, "code", code, "err", err)
 	}
 	if v := retryAfter(status); v != "" {
 		w.Header().Set("Retry-After", v)

@@ -51,6 +51,8 @@ func (h *handler) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		ctx, principal := auth.WithPrincipalSlot(r.Context())
+		r = r.WithContext(ctx)
 		// Deferred, so that a response cut short on purpose (a panic with
 		// http.ErrAbortHandler) is logged and counted too.
 		defer func() {
@@ -60,7 +62,7 @@ func (h *handler) accessLog(next http.Handler) http.Handler {
 				"bytes_out", ww.BytesWritten(), "duration", time.Since(start),
 				"request_id", middleware.GetReqID(r.Context()),
 			}
-			if p, ok := auth.FromContext(r.Context()); ok {
+			if p, ok := principal(); ok {
 				attrs = append(attrs, "subject", p.Subject, "role", string(p.Role))
 			}
 			h.log.Log(r.Context(), slog.LevelInfo, "request", attrs...)

@@ -72,8 +72,6 @@ func TestMetricsOperationalSeries(t *testing.T) {
 		`wormvault_executor_failures_total`:                0,
 		`wormvault_audit_checkpoint_size`:                  0,
 		`wormvault_audit_checkpoint_failing`:               0,
-		`wormvault_data_free_bytes`:                        -1,
-		`wormvault_data_reserve_bytes`:                     -1,
 		`wormvault_db_pool_acquired_conns`:                 -1,
 		`wormvault_db_pool_idle_conns`:                     -1,
 		`wormvault_db_pool_total_conns`:                    -1,
@@ -84,6 +82,14 @@ func TestMetricsOperationalSeries(t *testing.T) {
 		`wormvault_audit_log_consistent`:                   -1,
 		`wormvault_scrub_last_full_pass_timestamp_seconds`: 0,
 	})
+	// This server has no free-space reading, so it exports no free-space
+	// series rather than a 0 that looks like a full disk; the values are
+	// checked in TestUploadsRefusedBelowReserve.
+	for _, name := range []string{"wormvault_data_free_bytes", "wormvault_data_reserve_bytes"} {
+		if _, ok := got[name]; ok {
+			t.Errorf("%s without a free-space reading: want no series", name)
+		}
+	}
 	if _, ok := got["wormvault_audit_checkpoint_age_seconds"]; ok {
 		t.Errorf("wormvault_audit_checkpoint_age_seconds before any signing pass: want no series")
 	}

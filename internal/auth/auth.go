@@ -95,9 +95,34 @@ func Require(p Principal, roles ...Role) error {
 // this package can set or read it.
 type principalKey struct{}
 
-// NewContext returns a copy of ctx carrying p.
+// NewContext returns a copy of ctx carrying p. It also records p in the
+// slot of WithPrincipalSlot, if ctx has one.
 func NewContext(ctx context.Context, p Principal) context.Context {
+	if s, ok := ctx.Value(slotKey{}).(*principalSlot); ok {
+		s.p, s.ok = p, true
+	}
 	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// slotKey is the context key of a principalSlot.
+type slotKey struct{}
+
+// principalSlot receives the principal authenticated further down a
+// request's handler chain. A request is served by one goroutine, so it
+// needs no lock.
+type principalSlot struct {
+	p  Principal
+	ok bool
+}
+
+// WithPrincipalSlot returns a copy of ctx with an empty slot, and a
+// function that returns the principal NewContext later put in it (false
+// if none). It lets a middleware that wraps authentication, such as the
+// access log, say who made the request: the principal itself travels in a
+// context derived inside, which the outer middleware never sees.
+func WithPrincipalSlot(ctx context.Context) (context.Context, func() (Principal, bool)) {
+	s := &principalSlot{}
+	return context.WithValue(ctx, slotKey{}, s), func() (Principal, bool) { return s.p, s.ok }
 }
 
 // FromContext returns the Principal stored by NewContext, and false if there

@@ -47,11 +47,9 @@ type Metrics struct {
 	// commitTimeouts counts uploads failed (503) because their group
 	// commit missed its deadline.
 	commitTimeouts prometheus.Counter
-	// freeBytes and reserveBytes are the data directory's free space at
-	// the last reading and the reserve kept from new content;
-	// spaceRefusals counts uploads refused for it (or while read-only).
-	freeBytes     prometheus.Gauge
-	reserveBytes  prometheus.Gauge
+	// spaceRefusals counts uploads refused for want of space (or while
+	// read-only). The free space and reserve themselves are read at each
+	// scrape (opsmetrics.go).
 	spaceRefusals prometheus.Counter
 	// executorRuns counts RunDue calls; executorFailures those that
 	// returned an error other than their context ending. A failing
@@ -121,12 +119,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wormvault_audit_log_consistent",
 			Help: "1 while the audit log extends the last checkpoint the vault signed; 0 once it did not (checkpoint signing stopped until restart).",
 		}),
-		freeBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "wormvault_data_free_bytes", Help: "Free bytes on the data directory's filesystem at the last reading.",
-		}),
-		reserveBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "wormvault_data_reserve_bytes", Help: "Free space kept back from new content; uploads get 507 at or below it.",
-		}),
 		spaceRefusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wormvault_uploads_refused_insufficient_storage_total",
 			Help: "Uploads refused before any write because free space was at or below the reserve, or the vault was read-only.",
@@ -144,7 +136,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.executorRuns, m.executorFailures)
-		reg.MustRegister(m.freeBytes, m.reserveBytes, m.spaceRefusals, m.commitTimeouts)
+		reg.MustRegister(m.spaceRefusals, m.commitTimeouts)
 		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.damagedOpen, m.repaired, m.readsRefused,
 			m.scrubBytes, m.scrubChunks, m.scrubLastFullPass, m.contentMissing, m.groupSize, m.MissingAtReconcile,
 			m.journalDiverged, m.integrityAlarms, m.auditRollbacks, m.auditConsistent)

@@ -18,7 +18,10 @@ func pendingDeletionStates() []string { return []string{"requested", "scheduled"
 
 // opsCollector reports, at each scrape, what is read from the database or
 // the store's state rather than counted as it happens: pending deletions,
-// the age of the last signed checkpoint and the connection pool.
+// the age of the last signed checkpoint, the connection pool, and the data
+// directory's free space (read here, not only when an upload or a
+// readiness probe reads it: a quiet vault must not show stale figures, nor
+// zeros after a start that look like a full disk).
 type opsCollector struct {
 	s *Store
 
@@ -34,6 +37,8 @@ type opsCollector struct {
 	poolAcquires    *prometheus.Desc
 	poolEmpty       *prometheus.Desc
 	poolWait        *prometheus.Desc
+	freeBytes       *prometheus.Desc
+	reserveBytes    *prometheus.Desc
 }
 
 // Collector returns a prometheus.Collector of the vault's operational
@@ -67,13 +72,17 @@ func (s *Store) Collector() prometheus.Collector {
 			"Acquisitions that had to wait because no idle connection was available.", nil, nil),
 		poolWait: prometheus.NewDesc("wormvault_db_pool_acquire_seconds_total",
 			"Total time spent acquiring database connections (including waiting for one).", nil, nil),
+		freeBytes: prometheus.NewDesc("wormvault_data_free_bytes",
+			"Free bytes on the data directory's filesystem (a reading at most a second old; missing if it cannot be read).", nil, nil),
+		reserveBytes: prometheus.NewDesc("wormvault_data_reserve_bytes",
+			"Free space kept back from new content; uploads get 507 at or below it.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.deletions, c.databaseUp, c.checkpointAge, c.checkpointSize, c.checkpointError,
-		c.poolAcquired, c.poolIdle, c.poolTotal, c.poolMax, c.poolAcquires, c.poolEmpty, c.poolWait} {
+		c.poolAcquired, c.poolIdle, c.poolTotal, c.poolMax, c.poolAcquires, c.poolEmpty, c.poolWait, c.freeBytes, c.reserveBytes} {
 		ch <- d
 	}
 }
@@ -121,6 +130,11 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 		failing = 1
 	}
 	ch <- prometheus.MustNewConstMetric(c.checkpointError, prometheus.GaugeValue, failing)
+
+	if sp := c.s.SpaceStatus(); sp.Checked && sp.Err == nil {
+		ch <- prometheus.MustNewConstMetric(c.freeBytes, prometheus.GaugeValue, float64(sp.Free))
+		ch <- prometheus.MustNewConstMetric(c.reserveBytes, prometheus.GaugeValue, float64(sp.Reserve))
+	}
 
 	ps := c.s.pool.Stat()
 	ch <- prometheus.MustNewConstMetric(c.poolAcquired, prometheus.GaugeValue, float64(ps.AcquiredConns()))

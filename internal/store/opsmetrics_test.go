@@ -78,3 +78,26 @@ func TestMetricsScrapeWithDatabaseDown(t *testing.T) {
 		t.Errorf("after a failed run: runs %v failures %v, want 1 and 1", got["wormvault_executor_runs_total"], got["wormvault_executor_failures_total"])
 	}
 }
+
+// TestScrapeReadsFreeSpace: a scrape reports the data directory's free
+// space and reserve even when nothing else has read them (no upload, no
+// readiness probe). Otherwise a quiet vault shows 0 free and 0 reserve
+// after a start, which the example alert WormvaultFreeSpaceAtReserve
+// (free <= reserve) takes for a full disk, and a vault filling up from
+// outside shows stale figures.
+func TestScrapeReadsFreeSpace(t *testing.T) {
+	t.Parallel()
+	ts := newTestStore(t)
+	reg := prometheus.NewRegistry()
+	free := int64(40 << 30)
+	s := store.New(ts.pool, ts.blobs, ts.clk, slog.New(slog.DiscardHandler), store.NewMetrics(reg), store.Options{
+		MaxChunkSize: 1 << 20, MaxBatch: 50,
+		FreeSpace: func() (store.Space, error) { return store.Space{Free: free, Total: 100 << 30}, nil },
+		Reserve:   store.Reserve{Percent: 2},
+	})
+	reg.MustRegister(s.Collector())
+	got := gathered(t, reg)
+	if got["wormvault_data_free_bytes"] != float64(free) || got["wormvault_data_reserve_bytes"] != float64(2<<30) {
+		t.Errorf("first scrape: free %v, reserve %v; want %d, %d", got["wormvault_data_free_bytes"], got["wormvault_data_reserve_bytes"], free, 2<<30)
+	}
+}

@@ -103,10 +103,6 @@ func (s *Store) SpaceStatus() SpaceStatus {
 	if g.at.IsZero() || now.Sub(g.at) >= s.opts.SpaceCacheTTL || now.Before(g.at) {
 		g.space, g.err = s.opts.FreeSpace()
 		g.at = now
-		if g.err == nil {
-			s.metrics.freeBytes.Set(float64(g.space.Free))
-			s.metrics.reserveBytes.Set(float64(s.opts.Reserve.Of(g.space.Total)))
-		}
 	}
 	st.Checked = true
 	st.Free, st.Total, st.Err = g.space.Free, g.space.Total, g.err
