@@ -127,6 +127,9 @@ func (s *Store) SetReadOnly(reason error) {
 // admitContent refuses new content, before anything is read or written,
 // while the store is read-only or free space is below the reserve.
 func (s *Store) admitContent(ctx context.Context) error {
+	if err := s.writeHold(); err != nil {
+		return err
+	}
 	st := s.SpaceStatus()
 	switch {
 	case st.ReadOnly != nil:
