@@ -327,5 +327,3 @@ func TestReconcileCursorBadInputStartsOver(t *testing.T) {
 		}
 	}
 }
-
-
