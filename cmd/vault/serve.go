@@ -13,6 +13,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +42,26 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if cfg.Dev {
 		log.Warn("DEV MODE: safety floors are relaxed; never run a real vault like this")
 	}
+	// Bind before any slow step (the database, migrations, the journal's
+	// checks): a port already in use fails the start at once, and probes
+	// get an answer ("starting") while the rest comes up.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if cfg.PprofListen != "" {
+		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	sw := newSwitchHandler(api.Starting())
+	hs := startHTTP(ln, sw, cfg, log, reg)
+	// A failed start closes the listener; after a graceful stop this is a
+	// no-op.
+	defer hs.close()
 	v, err := config.ReadVault(cfg.DataDir)
 	if err != nil {
 		return err
@@ -87,8 +109,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer jnl.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	clk := clock.Real{}
 	if cfg.Dev && cfg.DeletionDelay < config.SafeMinDeletionDelay {
 		log.Warn("DEV MODE: deletion delay below the safe minimum", "deletion_delay", cfg.DeletionDelay)
@@ -126,7 +146,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Genesis:       pinned,
 		FreeSpace:     blobs.Space,
 		Reserve:       store.Reserve{Bytes: cfg.ReserveBytes, Percent: cfg.ReservePercent},
+		// In the data directory, beside what it walks: see reconcileAtStart.
+		ReconcileCursor: filepath.Join(cfg.DataDir, reconcileCursorFile),
 	})
+	// Uploads wait for the start-up reconcile's first, short part.
+	st.BeginReconcile()
 	// Pending deletions, checkpoint age and the database pool, read at each scrape.
 	reg.MustRegister(st.Collector())
 	// Runs after the HTTP server has stopped (defers run in reverse): every
@@ -181,14 +205,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Warn("cannot keep the audit checkpoint in the data directory: its filesystem is full", "err", err)
 	}
 
-	// Reconcile before taking uploads: a crash may have left temp files, or
-	// content whose row never committed. On a full disk it may not finish:
-	// the vault then starts read-only (readonly.go).
-	startExecutor := func() { go runExecutor(ctx, st, cfg.ExecutorInterval, log) }
-	if err := reconcileAtStart(ctx, st, readOnlyRetry, log, startExecutor); err != nil {
-		return err
-	}
-
 	// Damage and scrub metrics come from the database, so that a restart
 	// does not reset them.
 	dmg, err := st.LoadDamageMetrics(ctx)
@@ -222,16 +238,49 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
 	go st.WatchRevocations(ctx)
 	go runScrubLoop(ctx, st, cfg.ScrubBandwidth, cfg.ScrubInterval, log)
-	if cfg.PprofListen != "" {
-		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
-			return err
-		}
+	go runAdoptOrphans(ctx, st, orphanRetry, log)
+
+	// Reads are served from here on. Uploads are admitted once the
+	// reconcile's first part has checked the temp files and the pack
+	// tails; the rest runs in the background (readonly.go), and the
+	// deletion executor starts only after it.
+	sw.set(handler)
+	startExecutor := func() { go runExecutor(ctx, st, cfg.ExecutorInterval, log) }
+	if err := reconcileAtStart(ctx, st, readOnlyRetry, log, startExecutor); err != nil {
+		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	log.Info("vault serving", "vault_id", v.ID, "url", hs.url(), "version", version())
+	return hs.wait(ctx, cfg.ShutdownTimeout, log)
+}
+
+// listen binds the API's address. A port already in use is the usual
+// failure; it is said plainly, before anything slow has run.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("serve: cannot listen on %s: the address is already in use (another vault, or another program, holds the port; choose another with --listen): %w", addr, err)
+	}
 	if err != nil {
-		return fmt.Errorf("serve: %w", err)
+		return nil, fmt.Errorf("serve: cannot listen on %s: %w", addr, err)
 	}
-	return serveHTTP(ctx, ln, handler, cfg, v.ID, log, reg)
+	return ln, nil
+}
+
+// switchHandler serves the starting handler until set installs the API.
+type switchHandler struct {
+	h atomic.Pointer[http.Handler]
+}
+
+func newSwitchHandler(h http.Handler) *switchHandler {
+	s := &switchHandler{}
+	s.set(h)
+	return s
+}
+
+func (s *switchHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *switchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
 }
 
 // checkpointMaxAge: /readyz is degraded once the audit loop (which runs
@@ -268,15 +317,22 @@ func newServeVerifier(ctx context.Context, st *store.Store, pub ed25519.PublicKe
 	return verifier, nil
 }
 
-// serveHTTP serves until ctx is done, then shuts down gracefully: in-flight
-// uploads may finish within the shutdown timeout; after it, connections are
-// closed and an unfinished upload is discarded whole (its temp file removed,
-// no row written).
+// httpServer is the API's server, serving from the moment the listener is
+// bound.
+type httpServer struct {
+	srv    *http.Server
+	ln     net.Listener
+	scheme string
+	errc   chan error
+	once   sync.Once
+}
+
+// startHTTP serves h on ln in the background.
 //
 // Connections are capped in total and per client IP (connlimit): at the
 // total cap the longest idle connection is closed to admit a new one, so
 // idle sockets, which need no token, cannot lock out working clients.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Serve, vaultID string, log *slog.Logger, reg prometheus.Registerer) error {
+func startHTTP(ln net.Listener, h http.Handler, cfg config.Serve, log *slog.Logger, reg prometheus.Registerer) *httpServer {
 	limiter := connlimit.New(cfg.MaxConns, cfg.MaxConnsPerClient)
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wormvault_connections_refused_total",
@@ -288,8 +344,9 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.
 	reg.MustRegister(refused, open)
 	limiter.OnRefuse = func(reason string) { refused.WithLabelValues(reason).Inc() }
 	warnFileLimit(cfg.MaxConns, log)
+	hs := &httpServer{ln: ln, scheme: "http", errc: make(chan error, 1)}
 	ln = limiter.Listener(ln)
-	srv := &http.Server{
+	hs.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		// Bodies are bounded by the minimum body rate (api), not by a
@@ -301,33 +358,48 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.
 		ConnState:      limiter.ConnState,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	if cfg.TLSCert != "" {
+		hs.scheme = "https"
+	}
 	go func() {
 		if cfg.TLSCert != "" {
-			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			hs.errc <- hs.srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
 		} else {
-			errc <- srv.Serve(ln)
+			hs.errc <- hs.srv.Serve(ln)
 		}
 	}()
-	scheme := "http"
-	if cfg.TLSCert != "" {
-		scheme = "https"
-	}
-	log.Info("vault serving", "vault_id", vaultID, "url", scheme+"://"+ln.Addr().String(), "version", version())
+	log.Info("listening", "url", hs.url())
+	return hs
+}
 
+func (hs *httpServer) url() string { return hs.scheme + "://" + hs.ln.Addr().String() }
+
+// close stops serving at once (a start that failed).
+func (hs *httpServer) close() {
+	hs.once.Do(func() { hs.srv.Close() })
+}
+
+// wait serves until ctx is done, then shuts down gracefully: in-flight
+// uploads may finish within the shutdown timeout; after it, connections
+// are closed and an unfinished upload is discarded whole (its temp file
+// removed, no row written).
+func (hs *httpServer) wait(ctx context.Context, timeout time.Duration, log *slog.Logger) error {
 	select {
-	case err := <-errc:
+	case err := <-hs.errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: waiting for in-flight requests", "timeout", cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	log.Info("shutting down: waiting for in-flight requests", "timeout", timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown timed out; closing connections, unfinished uploads are discarded", "err", err)
-		srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	hs.once.Do(func() {
+		if err = hs.srv.Shutdown(sctx); err != nil {
+			log.Warn("shutdown timed out; closing connections, unfinished uploads are discarded", "err", err)
+			hs.srv.Close()
+		}
+	})
+	if err := <-hs.errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("stopped")

@@ -79,7 +79,7 @@ type orphan struct {
 }
 
 // BeginReconcile starts tracking the start-up reconcile for /readyz and
-// holds uploads (they fail with ErrUnavailable) until ReconcileTail has
+// holds uploads (they fail with ErrStarting) until ReconcileTail has
 // passed: the temp files it removes may otherwise be an upload's.
 func (s *Store) BeginReconcile() {
 	o := &s.online
@@ -118,13 +118,13 @@ func (s *Store) setPhase(phase string) {
 	}
 }
 
-// writeHold returns why uploads are held, wrapped in ErrUnavailable (503:
+// writeHold returns why uploads are held, wrapped in ErrStarting (503:
 // retry shortly), or nil.
 func (s *Store) writeHold() error {
 	s.online.mu.Lock()
 	defer s.online.mu.Unlock()
 	if s.online.writesHeld != nil {
-		return fmt.Errorf("store: new content refused while starting (%v): %w", s.online.writesHeld, ErrUnavailable)
+		return fmt.Errorf("store: new content refused while starting (%v): %w", s.online.writesHeld, ErrStarting)
 	}
 	return nil
 }

@@ -96,7 +96,7 @@ func TestOrphansAdoptedAfterDatabaseOutageWithoutRestart(t *testing.T) {
 }
 
 // TestWritesHeldUntilPackTailsChecked: between BeginReconcile and
-// ReconcileTail uploads are refused with ErrUnavailable (the temp-file
+// ReconcileTail uploads are refused with ErrStarting (the temp-file
 // cleanup must not race them) and nothing is stored; reads are served.
 func TestWritesHeldUntilPackTailsChecked(t *testing.T) {
 	t.Parallel()
@@ -110,11 +110,11 @@ func TestWritesHeldUntilPackTailsChecked(t *testing.T) {
 		t.Fatalf("status after BeginReconcile = %+v, want tracked, writes held, phase pack tails", st)
 	}
 	b, h := randomChunk(t, 3000)
-	if _, err := ts.PutChunk(ctx, "agent", h, bytes.NewReader(b), epoch.Add(365*24*3600e9)); !errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("PutChunk before the pack tails are checked: %v, want ErrUnavailable", err)
+	if _, err := ts.PutChunk(ctx, "agent", h, bytes.NewReader(b), epoch.Add(365*24*3600e9)); !errors.Is(err, store.ErrStarting) {
+		t.Fatalf("PutChunk before the pack tails are checked: %v, want ErrStarting", err)
 	}
-	if _, err := ts.PutBatch(ctx, "agent", []store.BatchItem{{Hash: h, Data: b}}, epoch.Add(365*24*3600e9)); !errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("PutBatch before the pack tails are checked: %v, want ErrUnavailable", err)
+	if _, err := ts.PutBatch(ctx, "agent", []store.BatchItem{{Hash: h, Data: b}}, epoch.Add(365*24*3600e9)); !errors.Is(err, store.ErrStarting) {
+		t.Fatalf("PutBatch before the pack tails are checked: %v, want ErrStarting", err)
 	}
 	if _, err := ts.Stat(ctx, h); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("refused chunk: Stat = %v, want ErrNotFound", err)
