@@ -77,6 +77,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer unlock()
 
+	// Each start-up step's duration, at debug level: what a slow start is
+	// waiting for.
+	stepAt := time.Now()
+	step := func(name string) {
+		log.Debug("start-up step done", "step", name, "duration", time.Since(stepAt))
+		stepAt = time.Now()
+	}
 	pool, err := openServeDB(ctx, cfg.DatabaseURL, dbOptions{
 		MaxConns:         cfg.DBMaxConns,
 		ConnectTimeout:   cfg.DBConnectTimeout,
@@ -162,15 +169,18 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	step("open database, data directory, journal")
 	if err := st.EnsureAuditTree(ctx); err != nil {
 		if errors.Is(err, store.ErrAuditTree) {
 			return fmt.Errorf("serve: refusing to start: the audit log's stored tree does not match its entries: %w", err)
 		}
 		return fmt.Errorf("serve: %w", err)
 	}
+	step("audit tree")
 	if err := guardRollback(ctx, st, cfg.DataDir, ckpt, log); err != nil {
 		return err
 	}
+	step("rollback guard")
 	jrep, err := st.CheckJournal(ctx, freshJournal)
 	if err != nil {
 		return fmt.Errorf("serve: refusing to start: %w", err)
@@ -188,9 +198,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			}
 		}
 	}
-	if err := st.CheckIndex(ctx); err != nil {
-		return fmt.Errorf("serve: refusing to start: %w", err)
-	}
+	step("check journal")
 	log.Info("journal checked", "entries", jrep.JournalEntries, "imported", jrep.Imported, "rolled_forward", jrep.RolledForward)
 
 	if err := seedAdmins(ctx, st, cfg.DataDir, log); err != nil {
@@ -207,6 +215,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 
 	// Damage and scrub metrics come from the database, so that a restart
 	// does not reset them.
+	step("admins, checkpoint")
 	dmg, err := st.LoadDamageMetrics(ctx)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -218,6 +227,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Error("DAMAGE: chunks are damaged and await a re-upload (vault scrub status --damaged)", "count", dmg.Open)
 	}
 
+	step("damage and scrub metrics")
 	verifier, err := newServeVerifier(ctx, st, key.Public().(ed25519.PublicKey), v, clk, log)
 	if err != nil {
 		return err
@@ -245,6 +255,17 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// tails; the rest runs in the background (readonly.go), and the
 	// deletion executor starts only after it.
 	sw.set(handler)
+	log.Info("serving reads", "url", hs.url())
+	// The index against the journal: one pass over each, long on a large
+	// vault, so it runs while reads are served (content is verified
+	// against its hash whatever the index says). Uploads, missing-chunk
+	// queries and snapshot commits wait for it, as does everything that
+	// follows: an index whose rows were removed or forged must not steer
+	// what agents upload, and the vault stops if it fails.
+	if err := st.CheckIndex(ctx); err != nil {
+		return fmt.Errorf("serve: refusing to start: %w", err)
+	}
+	step("check index")
 	startExecutor := func() { go runExecutor(ctx, st, cfg.ExecutorInterval, log) }
 	if err := reconcileAtStart(ctx, st, readOnlyRetry, log, startExecutor); err != nil {
 		return err

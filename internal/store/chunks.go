@@ -328,6 +328,11 @@ func (s *Store) Missing(ctx context.Context, hashes []chunk.Hash) ([]chunk.Hash,
 	if len(hashes) > s.opts.MaxBatch {
 		return nil, invalid("hashes", "%d hashes, at most %d per request", len(hashes), s.opts.MaxBatch)
 	}
+	// An agent skips what this says is stored: not before the start-up
+	// checks have compared the index with the journal (online.go).
+	if err := s.writeHold(); err != nil {
+		return nil, err
+	}
 	present, err := s.lookUp(ctx, s.pool, healthyChunksSQL, hashes)
 	if err != nil {
 		return nil, err

@@ -80,13 +80,16 @@ type orphan struct {
 
 // BeginReconcile starts tracking the start-up reconcile for /readyz and
 // holds uploads (they fail with ErrStarting) until ReconcileTail has
-// passed: the temp files it removes may otherwise be an upload's.
+// passed: the temp files it removes may otherwise be an upload's. Missing
+// and CommitSnapshot are held too: `vault serve` compares the index with
+// the journal (CheckIndex) before ReconcileTail, and until then an index
+// with forged rows could make an agent skip content it must upload.
 func (s *Store) BeginReconcile() {
 	o := &s.online
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.tracked, o.done, o.phase = true, false, "pack tails"
-	o.writesHeld = errors.New("start-up reconcile has not yet checked the pack tails")
+	o.writesHeld = errors.New("the start-up checks (index against journal, pack tails) have not finished")
 }
 
 // ReconcileStatus returns the start-up reconcile's progress.

@@ -97,7 +97,9 @@ func TestOrphansAdoptedAfterDatabaseOutageWithoutRestart(t *testing.T) {
 
 // TestWritesHeldUntilPackTailsChecked: between BeginReconcile and
 // ReconcileTail uploads are refused with ErrStarting (the temp-file
-// cleanup must not race them) and nothing is stored; reads are served.
+// cleanup must not race them) and nothing is stored, and so are
+// missing-chunk queries (the index is not yet checked against the
+// journal); reads are served.
 func TestWritesHeldUntilPackTailsChecked(t *testing.T) {
 	t.Parallel()
 	ts := newPackedStore(t, "")
@@ -118,6 +120,10 @@ func TestWritesHeldUntilPackTailsChecked(t *testing.T) {
 	}
 	if _, err := ts.Stat(ctx, h); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("refused chunk: Stat = %v, want ErrNotFound", err)
+	}
+	// What agents skip uploading is not decided by an unchecked index.
+	if _, err := ts.Missing(ctx, []chunk.Hash{h, oldHash}); !errors.Is(err, store.ErrStarting) {
+		t.Fatalf("Missing before the start-up checks: %v, want ErrStarting", err)
 	}
 	if got := mustRead(t, ts, oldHash); !bytes.Equal(got, old) {
 		t.Fatalf("read while writes are held: wrong content")
