@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -94,53 +96,95 @@ func TestRestartMillionChunks(t *testing.T) {
 
 	srv.signal(t, syscall.SIGKILL)
 	_ = srv.waitExit(t, 60*time.Second)
+	// A crash first (the open pack is left unsealed and unindexed), then a
+	// graceful restart once the first reconcile has completed.
+	srv = timeRestart(t, bin, serveArgs, "after SIGKILL", n, first, reader, c)
+	srv.signal(t, syscall.SIGTERM)
+	if err := srv.waitExit(t, 5*time.Minute); err != nil {
+		t.Fatalf("vault serve after SIGTERM: %v", err)
+	}
+	timeRestart(t, bin, serveArgs, "after SIGTERM", n, first, reader, c)
+}
 
-	// The restart, timed from the process start, on a fixed port so that
-	// the reads can begin before the server says it serves.
+// timeRestart starts `vault serve` on a fixed port, reads h as soon as it
+// can, waits for the background reconcile, and logs the times from the
+// process start.
+func timeRestart(t *testing.T, bin string, serveArgs []string, how string, n int, h chunk.Hash, reader string, c *http.Client) *vaultServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	serveArgs[len(serveArgs)-1] = addr
-	got := make(chan time.Duration, 1)
+	args := append([]string{"serve"}, serveArgs...)
+	args[len(args)-1] = addr
+	s := &vaultServer{log: newLogSink(), done: make(chan struct{}), url: "http://" + addr}
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.Env = subprocessEnv()
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	restart := time.Now()
-	go func() {
-		for time.Since(restart) < 10*time.Minute {
-			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/chunks/"+first.String(), nil)
-			req.Header.Set("Authorization", "Bearer "+reader)
-			resp, err := c.Do(req)
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					got <- time.Since(restart)
-					return
-				}
-			}
-			time.Sleep(time.Millisecond) // polling the server under test, not waiting out a delay
-		}
-		got <- -1
-	}()
-	srv = mustStartVault(t, bin, serveArgs...)
-	firstGet := <-got
-	if firstGet < 0 {
-		t.Fatalf("no successful GET within 10 minutes of the restart")
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	listening := logTime(t, srv, "listening").Sub(restart)
-	serving := logTime(t, srv, "vault serving").Sub(restart)
-	srv.log.wait(t, "reconciled disk and index", 60*time.Minute, srv.done)
-	reconciled := logTime(t, srv, "reconciled disk and index").Sub(restart)
-	rep := mustReconcileReport(t, srv)
-	t.Logf("restart of a vault of %d chunks after SIGKILL: listener open %s, first successful GET %s, uploads admitted %s, reconcile done %s (%+v)",
-		n, listening.Round(time.Millisecond), firstGet.Round(time.Millisecond), serving.Round(time.Millisecond), reconciled.Round(time.Millisecond), rep)
-	if os.Getenv("WORMVAULT_BENCH_LOG") != "" {
-		t.Logf("log of the restarted server:\n%s", srv.log.String())
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		default:
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	})
+	var firstGet time.Duration
+	for {
+		req, _ := http.NewRequest(http.MethodGet, s.url+"/v1/chunks/"+h.String(), nil)
+		req.Header.Set("Authorization", "Bearer "+reader)
+		resp, err := c.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				firstGet = time.Since(restart)
+				break
+			}
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("vault serve exited: %v; log:\n%s", s.err, s.log.String())
+		default:
+		}
+		if time.Since(restart) > 30*time.Minute {
+			t.Fatalf("no successful GET within 30 minutes of the restart")
+		}
+		time.Sleep(time.Millisecond) // polling the server under test, not waiting out a delay
+	}
+	s.log.wait(t, "reconciled disk and index", 60*time.Minute, s.done)
+	listening := logTime(t, s, "listening").Sub(restart)
+	serving := logTime(t, s, "vault serving").Sub(restart)
+	reconciled := logTime(t, s, "reconciled disk and index").Sub(restart)
+	rep := mustReconcileReport(t, s)
+	t.Logf("restart %s of a vault of %d chunks: listener open %s, first successful GET %s, uploads admitted %s, reconcile done %s (%+v)",
+		how, n, listening.Round(time.Millisecond), firstGet.Round(time.Millisecond), serving.Round(time.Millisecond),
+		reconciled.Round(time.Millisecond), rep)
+	for _, l := range strings.Split(s.log.String(), "\n") {
+		if strings.Contains(l, `"start-up step done"`) {
+			var rec struct {
+				Step     string        `json:"step"`
+				Duration time.Duration `json:"duration"`
+			}
+			if json.Unmarshal([]byte(l), &rec) == nil {
+				t.Logf("  start-up step %q: %s", rec.Step, rec.Duration.Round(time.Millisecond))
+			}
+		}
 	}
 	if rep.Missing != 0 {
 		t.Errorf("reconcile found %d chunks missing, want none", rep.Missing)
 	}
+	return s
 }
 
 // postBatch stores count chunks framed in body and checks every one was

@@ -94,6 +94,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer pool.Close()
+	step("open database")
 
 	blobs, err := disk.Open(cfg.DataDir, disk.Options{Logger: log})
 	if err != nil {
@@ -169,7 +170,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	step("open database, data directory, journal")
+	step("open data directory, journal")
 	if err := st.EnsureAuditTree(ctx); err != nil {
 		if errors.Is(err, store.ErrAuditTree) {
 			return fmt.Errorf("serve: refusing to start: the audit log's stored tree does not match its entries: %w", err)
