@@ -13,6 +13,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +42,26 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if cfg.Dev {
 		log.Warn("DEV MODE: safety floors are relaxed; never run a real vault like this")
 	}
+	// Bind before any slow step (the database, migrations, the journal's
+	// checks): a port already in use fails the start at once, and probes
+	// get an answer ("starting") while the rest comes up.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if cfg.PprofListen != "" {
+		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	sw := newSwitchHandler(api.Starting())
+	hs := startHTTP(ln, sw, cfg, log, reg)
+	// A failed start closes the listener; after a graceful stop this is a
+	// no-op.
+	defer hs.close()
 	v, err := config.ReadVault(cfg.DataDir)
 	if err != nil {
 		return err
@@ -55,6 +77,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer unlock()
 
+	// Each start-up step's duration, at debug level: what a slow start is
+	// waiting for.
+	stepAt := time.Now()
+	step := func(name string) {
+		log.Debug("start-up step done", "step", name, "duration", time.Since(stepAt))
+		stepAt = time.Now()
+	}
 	pool, err := openServeDB(ctx, cfg.DatabaseURL, dbOptions{
 		MaxConns:         cfg.DBMaxConns,
 		ConnectTimeout:   cfg.DBConnectTimeout,
@@ -65,6 +94,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer pool.Close()
+	step("open database")
 
 	blobs, err := disk.Open(cfg.DataDir, disk.Options{Logger: log})
 	if err != nil {
@@ -87,8 +117,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer jnl.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	clk := clock.Real{}
 	if cfg.Dev && cfg.DeletionDelay < config.SafeMinDeletionDelay {
 		log.Warn("DEV MODE: deletion delay below the safe minimum", "deletion_delay", cfg.DeletionDelay)
@@ -126,7 +154,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Genesis:       pinned,
 		FreeSpace:     blobs.Space,
 		Reserve:       store.Reserve{Bytes: cfg.ReserveBytes, Percent: cfg.ReservePercent},
+		// In the data directory, beside what it walks: see reconcileAtStart.
+		ReconcileCursor: filepath.Join(cfg.DataDir, reconcileCursorFile),
 	})
+	// Uploads wait for the start-up reconcile's first, short part.
+	st.BeginReconcile()
 	// Pending deletions, checkpoint age and the database pool, read at each scrape.
 	reg.MustRegister(st.Collector())
 	// Runs after the HTTP server has stopped (defers run in reverse): every
@@ -138,15 +170,18 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	step("open data directory, journal")
 	if err := st.EnsureAuditTree(ctx); err != nil {
 		if errors.Is(err, store.ErrAuditTree) {
 			return fmt.Errorf("serve: refusing to start: the audit log's stored tree does not match its entries: %w", err)
 		}
 		return fmt.Errorf("serve: %w", err)
 	}
+	step("audit tree")
 	if err := guardRollback(ctx, st, cfg.DataDir, ckpt, log); err != nil {
 		return err
 	}
+	step("rollback guard")
 	jrep, err := st.CheckJournal(ctx, freshJournal)
 	if err != nil {
 		return fmt.Errorf("serve: refusing to start: %w", err)
@@ -164,9 +199,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			}
 		}
 	}
-	if err := st.CheckIndex(ctx); err != nil {
-		return fmt.Errorf("serve: refusing to start: %w", err)
-	}
+	step("check journal")
 	log.Info("journal checked", "entries", jrep.JournalEntries, "imported", jrep.Imported, "rolled_forward", jrep.RolledForward)
 
 	if err := seedAdmins(ctx, st, cfg.DataDir, log); err != nil {
@@ -181,16 +214,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Warn("cannot keep the audit checkpoint in the data directory: its filesystem is full", "err", err)
 	}
 
-	// Reconcile before taking uploads: a crash may have left temp files, or
-	// content whose row never committed. On a full disk it may not finish:
-	// the vault then starts read-only (readonly.go).
-	startExecutor := func() { go runExecutor(ctx, st, cfg.ExecutorInterval, log) }
-	if err := reconcileAtStart(ctx, st, readOnlyRetry, log, startExecutor); err != nil {
-		return err
-	}
-
 	// Damage and scrub metrics come from the database, so that a restart
 	// does not reset them.
+	step("admins, checkpoint")
 	dmg, err := st.LoadDamageMetrics(ctx)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -202,6 +228,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Error("DAMAGE: chunks are damaged and await a re-upload (vault scrub status --damaged)", "count", dmg.Open)
 	}
 
+	step("damage and scrub metrics")
 	verifier, err := newServeVerifier(ctx, st, key.Public().(ed25519.PublicKey), v, clk, log)
 	if err != nil {
 		return err
@@ -222,16 +249,60 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
 	go st.WatchRevocations(ctx)
 	go runScrubLoop(ctx, st, cfg.ScrubBandwidth, cfg.ScrubInterval, log)
-	if cfg.PprofListen != "" {
-		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
-			return err
-		}
+	go runAdoptOrphans(ctx, st, orphanRetry, log)
+
+	// Reads are served from here on. Uploads are admitted once the
+	// reconcile's first part has checked the temp files and the pack
+	// tails; the rest runs in the background (readonly.go), and the
+	// deletion executor starts only after it.
+	sw.set(handler)
+	log.Info("serving reads", "url", hs.url())
+	// The index against the journal: one pass over each, long on a large
+	// vault, so it runs while reads are served (content is verified
+	// against its hash whatever the index says). Uploads, missing-chunk
+	// queries and snapshot commits wait for it, as does everything that
+	// follows: an index whose rows were removed or forged must not steer
+	// what agents upload, and the vault stops if it fails.
+	if err := st.CheckIndex(ctx); err != nil {
+		return fmt.Errorf("serve: refusing to start: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	step("check index")
+	startExecutor := func() { go runExecutor(ctx, st, cfg.ExecutorInterval, log) }
+	if err := reconcileAtStart(ctx, st, readOnlyRetry, log, startExecutor); err != nil {
+		return err
+	}
+	log.Info("vault serving", "vault_id", v.ID, "url", hs.url(), "version", version())
+	return hs.wait(ctx, cfg.ShutdownTimeout, log)
+}
+
+// listen binds the API's address. A port already in use is the usual
+// failure; it is said plainly, before anything slow has run.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("serve: cannot listen on %s: the address is already in use (another vault, or another program, holds the port; choose another with --listen): %w", addr, err)
+	}
 	if err != nil {
-		return fmt.Errorf("serve: %w", err)
+		return nil, fmt.Errorf("serve: cannot listen on %s: %w", addr, err)
 	}
-	return serveHTTP(ctx, ln, handler, cfg, v.ID, log, reg)
+	return ln, nil
+}
+
+// switchHandler serves the starting handler until set installs the API.
+type switchHandler struct {
+	h atomic.Pointer[http.Handler]
+}
+
+func newSwitchHandler(h http.Handler) *switchHandler {
+	s := &switchHandler{}
+	s.set(h)
+	return s
+}
+
+func (s *switchHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *switchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
 }
 
 // checkpointMaxAge: /readyz is degraded once the audit loop (which runs
@@ -268,15 +339,22 @@ func newServeVerifier(ctx context.Context, st *store.Store, pub ed25519.PublicKe
 	return verifier, nil
 }
 
-// serveHTTP serves until ctx is done, then shuts down gracefully: in-flight
-// uploads may finish within the shutdown timeout; after it, connections are
-// closed and an unfinished upload is discarded whole (its temp file removed,
-// no row written).
+// httpServer is the API's server, serving from the moment the listener is
+// bound.
+type httpServer struct {
+	srv    *http.Server
+	ln     net.Listener
+	scheme string
+	errc   chan error
+	once   sync.Once
+}
+
+// startHTTP serves h on ln in the background.
 //
 // Connections are capped in total and per client IP (connlimit): at the
 // total cap the longest idle connection is closed to admit a new one, so
 // idle sockets, which need no token, cannot lock out working clients.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Serve, vaultID string, log *slog.Logger, reg prometheus.Registerer) error {
+func startHTTP(ln net.Listener, h http.Handler, cfg config.Serve, log *slog.Logger, reg prometheus.Registerer) *httpServer {
 	limiter := connlimit.New(cfg.MaxConns, cfg.MaxConnsPerClient)
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wormvault_connections_refused_total",
@@ -288,8 +366,9 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.
 	reg.MustRegister(refused, open)
 	limiter.OnRefuse = func(reason string) { refused.WithLabelValues(reason).Inc() }
 	warnFileLimit(cfg.MaxConns, log)
+	hs := &httpServer{ln: ln, scheme: "http", errc: make(chan error, 1)}
 	ln = limiter.Listener(ln)
-	srv := &http.Server{
+	hs.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		// Bodies are bounded by the minimum body rate (api), not by a
@@ -301,33 +380,48 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg config.
 		ConnState:      limiter.ConnState,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	if cfg.TLSCert != "" {
+		hs.scheme = "https"
+	}
 	go func() {
 		if cfg.TLSCert != "" {
-			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			hs.errc <- hs.srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
 		} else {
-			errc <- srv.Serve(ln)
+			hs.errc <- hs.srv.Serve(ln)
 		}
 	}()
-	scheme := "http"
-	if cfg.TLSCert != "" {
-		scheme = "https"
-	}
-	log.Info("vault serving", "vault_id", vaultID, "url", scheme+"://"+ln.Addr().String(), "version", version())
+	log.Info("listening", "url", hs.url())
+	return hs
+}
 
+func (hs *httpServer) url() string { return hs.scheme + "://" + hs.ln.Addr().String() }
+
+// close stops serving at once (a start that failed).
+func (hs *httpServer) close() {
+	hs.once.Do(func() { hs.srv.Close() })
+}
+
+// wait serves until ctx is done, then shuts down gracefully: in-flight
+// uploads may finish within the shutdown timeout; after it, connections
+// are closed and an unfinished upload is discarded whole (its temp file
+// removed, no row written).
+func (hs *httpServer) wait(ctx context.Context, timeout time.Duration, log *slog.Logger) error {
 	select {
-	case err := <-errc:
+	case err := <-hs.errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: waiting for in-flight requests", "timeout", cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	log.Info("shutting down: waiting for in-flight requests", "timeout", timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown timed out; closing connections, unfinished uploads are discarded", "err", err)
-		srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	hs.once.Do(func() {
+		if err = hs.srv.Shutdown(sctx); err != nil {
+			log.Warn("shutdown timed out; closing connections, unfinished uploads are discarded", "err", err)
+			hs.srv.Close()
+		}
+	})
+	if err := <-hs.errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("stopped")

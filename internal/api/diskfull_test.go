@@ -142,6 +142,15 @@ type readyzBody struct {
 		OK    bool   `json:"ok"`
 		Error string `json:"error"`
 	} `json:"group_commit"`
+	Reconcile struct {
+		OK             bool   `json:"ok"`
+		Error          string `json:"error"`
+		Phase          string `json:"phase"`
+		Checked        int64  `json:"checked"`
+		Resumed        bool   `json:"resumed"`
+		WritesHeld     bool   `json:"writes_held"`
+		OrphansPending int    `json:"orphans_pending"`
+	} `json:"reconcile"`
 	Error *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
@@ -182,7 +191,8 @@ func wantDegraded(t testing.TB, resp response, failing ...string) readyzBody {
 		t.Errorf("/readyz 503 without Retry-After")
 	}
 	got := map[string]bool{"database": !rd.Database.OK, "pack_writer": !rd.PackWriter.OK, "free_space": !rd.FreeSpace.OK,
-		"checkpoint": !rd.Checkpoint.OK, "audit_log": !rd.AuditLog.OK, "group_commit": !rd.GroupCommit.OK}
+		"checkpoint": !rd.Checkpoint.OK, "audit_log": !rd.AuditLog.OK, "group_commit": !rd.GroupCommit.OK,
+		"reconcile": !rd.Reconcile.OK}
 	want := map[string]bool{}
 	for _, f := range failing {
 		want[f] = true

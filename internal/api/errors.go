@@ -89,6 +89,8 @@ func errorStatus(err error) (status int, code string) {
 		// freed, so it is "retry later", never an internal error. Before
 		// "unavailable": when both are in the chain, the disk is the cause.
 		return http.StatusInsufficientStorage, "insufficient_storage"
+	case errors.Is(err, store.ErrStarting):
+		return http.StatusServiceUnavailable, "starting"
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, store.ErrCorrupt):
@@ -134,6 +136,8 @@ func publicMessage(status int, code string, err error) string {
 		return "the vault's audit log or index failed an integrity check; nothing more is recorded until an operator repairs it (the operator has been alerted)"
 	case "unavailable":
 		return "the vault's index is unavailable; retry later"
+	case "starting":
+		return "the vault is starting: uploads are admitted once its start-up checks pass; retry shortly"
 	case "degraded":
 		return "the vault is not ready: a subsystem failed its check (see the checks in this response)"
 	case "clock_skew":
@@ -199,6 +203,9 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		// operator learns it from /readyz and the metrics, not from one
 		// ERROR line per refused request.
 		log.WarnContext(ctx, "request refused: insufficient storage", "status", status, "code", code, "err", err)
+	case code == "starting":
+		// Expected for the moments after a start: not an error.
+		log.InfoContext(ctx, "request refused: the vault is starting", "status", status, "code", code)
 	case status >= 500:
 		log.ErrorContext(ctx, "request failed", "status", status, "code", code, "err", err)
 	case status == http.StatusUnauthorized:

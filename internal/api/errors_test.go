@@ -48,6 +48,7 @@ var errorCases = []struct {
 	{"store too large", store.ErrTooLarge, 413, "too_large"},
 	{"hash mismatch", chunk.ErrHashMismatch, 422, "hash_mismatch"},
 	{"index unavailable", store.ErrUnavailable, 503, "unavailable"},
+	{"starting", fmt.Errorf("store: new content refused while starting (pack tails): %w", store.ErrStarting), 503, "starting"},
 	{"ENOSPC", syscall.ENOSPC, 507, "insufficient_storage"},
 	{"ENOSPC in a PathError", &fs.PathError{Op: "write", Path: "/data/x", Err: syscall.ENOSPC}, 507, "insufficient_storage"},
 	{"EDQUOT", &fs.PathError{Op: "write", Path: "/data/x", Err: syscall.EDQUOT}, 507, "insufficient_storage"},

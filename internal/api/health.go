@@ -36,6 +36,22 @@ type readiness struct {
 	// GroupCommit fails while the last group commit failed (a stalled or
 	// unreachable index: uploads get 503) until one succeeds again.
 	GroupCommit readyCheck `json:"group_commit"`
+	// Reconcile fails until the start-up reconcile, which runs in the
+	// background while the vault serves, has completed.
+	Reconcile reconcileCheck `json:"reconcile"`
+}
+
+type reconcileCheck struct {
+	readyCheck
+	// Phase: "pack tails" (uploads held), "chunk files", "index rows" or
+	// "done"; Checked counts the chunk files and rows checked so far.
+	Phase      string `json:"phase,omitempty"`
+	Checked    int64  `json:"checked"`
+	Resumed    bool   `json:"resumed,omitempty"`
+	WritesHeld bool   `json:"writes_held,omitempty"`
+	// OrphansPending counts chunks whose content is durable but whose row
+	// failed to commit, waiting for the index to answer again.
+	OrphansPending int `json:"orphans_pending"`
 }
 
 type readyCheck struct {
@@ -162,6 +178,21 @@ func (h *handler) readiness(ctx context.Context) (readiness, error) {
 	fail(&rd.AuditLog, "audit log", h.store.AuditIntegrity(), "")
 	fail(&rd.GroupCommit, "group commit", h.store.CommitHealth(), "")
 
+	rs := h.store.ReconcileStatus()
+	rd.Reconcile = reconcileCheck{Phase: rs.Phase, Checked: rs.Checked, Resumed: rs.Resumed, WritesHeld: rs.WritesHeld, OrphansPending: rs.Orphans}
+	var rerr error
+	shown = ""
+	switch {
+	case !rs.Tracked || rs.Done:
+	case rs.Err != nil:
+		shown = fmt.Sprintf("start-up reconcile failed in phase %s after %d checked; retrying (see the server log)", rs.Phase, rs.Checked)
+		rerr = fmt.Errorf("%s: %w", shown, rs.Err)
+	default:
+		shown = fmt.Sprintf("start-up reconcile in progress: phase %s, %d checked", rs.Phase, rs.Checked)
+		rerr = errors.New(shown)
+	}
+	fail(&rd.Reconcile.readyCheck, "reconcile", rerr, shown)
+
 	if len(failed) == 0 {
 		rd.Status = "ready"
 		return rd, nil
@@ -197,7 +228,7 @@ func (h *handler) noteReadiness(ctx context.Context, rd readiness, err error) {
 		name string
 		ok   bool
 	}{{"database", rd.Database.OK}, {"pack_writer", rd.PackWriter.OK}, {"free_space", rd.FreeSpace.OK},
-		{"checkpoint", rd.Checkpoint.OK}, {"audit_log", rd.AuditLog.OK}} {
+		{"checkpoint", rd.Checkpoint.OK}, {"audit_log", rd.AuditLog.OK}, {"reconcile", rd.Reconcile.OK}} {
 		if !c.ok {
 			failing = append(failing, c.name)
 		}

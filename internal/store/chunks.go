@@ -185,10 +185,15 @@ func (s *Store) putFile(ctx context.Context, it *commitItem, body io.Reader) (ch
 		return chunkRow{}, false, fmt.Errorf("store: put chunk %s: %w", it.hash, err)
 	}
 	// The content is durable. If the insert fails, the file stays without a
-	// row: invisible to every reader, and adopted by the next reconcile or a
-	// retried upload. Removing it here could race a concurrent upload of the
-	// same chunk that has already committed its row.
-	return s.index(ctx, it)
+	// row: invisible to every reader, and adopted once the index answers
+	// again (AdoptOrphans), by the next reconcile, or by a retried upload.
+	// Removing it here could race a concurrent upload of the same chunk
+	// that has already committed its row.
+	row, created, err := s.index(ctx, it)
+	if err != nil {
+		s.noteOrphan(it.hash, it.size, nil)
+	}
+	return row, created, err
 }
 
 // index commits the row of a chunk whose content is durable: through the
@@ -322,6 +327,11 @@ AND NOT EXISTS (SELECT FROM damaged_chunks d WHERE d.hash = c.hash AND d.repaire
 func (s *Store) Missing(ctx context.Context, hashes []chunk.Hash) ([]chunk.Hash, error) {
 	if len(hashes) > s.opts.MaxBatch {
 		return nil, invalid("hashes", "%d hashes, at most %d per request", len(hashes), s.opts.MaxBatch)
+	}
+	// An agent skips what this says is stored: not before the start-up
+	// checks have compared the index with the journal (online.go).
+	if err := s.writeHold(); err != nil {
+		return nil, err
 	}
 	present, err := s.lookUp(ctx, s.pool, healthyChunksSQL, hashes)
 	if err != nil {

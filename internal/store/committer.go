@@ -325,6 +325,11 @@ func (c *committer) indexer() {
 		}
 		c.s.metrics.groupSize.Observe(float64(len(g.items)))
 		for _, it := range g.items {
+			if it.loc != nil && it.existing == nil && (it.err != nil || err != nil) {
+				// Its record is durable but its row did not commit: adopted
+				// once the index answers again (AdoptOrphans).
+				c.s.noteOrphan(it.hash, it.size, it.loc)
+			}
 			switch {
 			case it.err != nil:
 				it.done <- commitResult{err: it.err}

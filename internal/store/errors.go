@@ -21,6 +21,10 @@ var (
 	ErrImmutable = errors.New("store: stored chunks are immutable")
 	// ErrUnavailable: the index database cannot be reached; retry later.
 	ErrUnavailable = errors.New("store: index unavailable")
+	// ErrStarting: the vault is starting; reads are served, but new
+	// content waits until the start-up reconcile has checked the pack
+	// tails (online.go). Retry shortly.
+	ErrStarting = errors.New("store: starting")
 	// ErrCorrupt: stored content no longer matches its hash.
 	ErrCorrupt = errors.New("store: stored content is corrupt")
 	// ErrContentMissing: the index has a row whose content is gone (data

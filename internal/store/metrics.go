@@ -57,6 +57,9 @@ type Metrics struct {
 	// may be an attack: both are worth an alert.
 	executorRuns     prometheus.Counter
 	executorFailures prometheus.Counter
+	// orphans is the number of chunks whose content is durable but whose
+	// row failed to commit, waiting to be adopted (online.go).
+	orphans prometheus.Gauge
 }
 
 // NewMetrics creates the store's metrics and registers them with reg (if
@@ -133,8 +136,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		executorFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wormvault_executor_failures_total", Help: "Runs of the deletion executor that failed (since start); the error is in the log.",
 		}),
+		orphans: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wormvault_orphans_pending",
+			Help: "Chunks whose content is durable but whose index row failed to commit, waiting to be adopted once the index answers.",
+		}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.orphans)
 		reg.MustRegister(m.executorRuns, m.executorFailures)
 		reg.MustRegister(m.spaceRefusals, m.commitTimeouts)
 		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.damagedOpen, m.repaired, m.readsRefused,

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,57 +28,28 @@ type ReconcileReport struct {
 	PacksScanned   int // packs not known to be fully indexed, scanned
 	TornTails      int // packs whose unreadable tail was cut off
 	CorruptRecords int // pack records whose data does not match their hash
+	PacksSealed    int // packs a crash or shutdown left writable, made read-only
 }
 
 const reconcileBatch = 1000
 
-// Reconcile brings disk and index into agreement after a crash. It must run
-// before the store accepts uploads. A chunk whose content reached disk but
-// whose row did not commit (the crash window between the two) is verified
-// and indexed under the uploader "reconcile" with the minimum retention: it
-// is whole, so keeping it is safe. Content that fails verification is
+// Reconcile brings disk and index into agreement after a crash, in one
+// go: ReconcileTail, then ReconcileRest (see online.go for the online
+// form `vault serve` uses). A chunk whose content reached disk but whose
+// row did not commit (the crash window between the two) is verified and
+// indexed under the uploader "reconcile" with the minimum retention: it is
+// whole, so keeping it is safe. Content that fails verification is
 // quarantined, never indexed. Rows without content are data loss: they are
 // logged at Error and counted, never silently dropped. Reconcile never
 // removes content (invariant 8): what a row or tombstone says is no reason
 // to destroy anything.
 func (s *Store) Reconcile(ctx context.Context) (ReconcileReport, error) {
-	var rep ReconcileReport
-	n, err := s.blobs.CleanTemp(ctx)
+	rep, err := s.ReconcileTail(ctx)
 	if err != nil {
-		return rep, fmt.Errorf("store: reconcile: clean temp files: %w", err)
+		return rep, err
 	}
-	rep.TempRemoved = n
-
-	var batch []chunk.Hash
-	flush := func() error {
-		err := s.adopt(ctx, batch, &rep)
-		batch = batch[:0]
-		return err
-	}
-	err = s.blobs.Walk(ctx, func(h chunk.Hash, _ int64) error {
-		batch = append(batch, h)
-		if len(batch) == reconcileBatch {
-			return flush()
-		}
-		return nil
-	})
-	if err == nil && len(batch) > 0 {
-		err = flush()
-	}
-	if err != nil {
-		return rep, fmt.Errorf("store: reconcile: %w", err)
-	}
-
-	if s.packs != nil {
-		if err := s.reconcilePacks(ctx, &rep); err != nil {
-			return rep, fmt.Errorf("store: reconcile: %w", err)
-		}
-	}
-	if err := s.findMissing(ctx, &rep); err != nil {
-		return rep, fmt.Errorf("store: reconcile: %w", err)
-	}
-	s.metrics.MissingAtReconcile.Set(float64(rep.Missing))
-	return rep, nil
+	err = s.ReconcileRest(ctx, &rep)
+	return rep, err
 }
 
 // adopt indexes the blobs in batch that have no row.
@@ -145,12 +117,13 @@ func (s *Store) verifyBlob(ctx context.Context, h chunk.Hash) (int64, error) {
 	return size, nil
 }
 
-// findMissing walks the index in hash order and checks each row has content.
-func (s *Store) findMissing(ctx context.Context, rep *ReconcileReport) error {
-	after := []byte{}
+// findMissing walks the index in hash order, after the hex hash from (""
+// for all), and checks each row has content, saving the cursor as it goes.
+func (s *Store) findMissing(ctx context.Context, from string, rep *ReconcileReport) error {
+	after := hexAfter(from)
 	packSizes := make(map[int64]int64)
-	for {
-		rows, _ := s.pool.Query(ctx, "SELECT "+chunkColumns+" FROM chunks WHERE hash > $1 ORDER BY hash LIMIT $2", after, reconcileBatch)
+	for batches := 1; ; batches++ {
+		rows, _ := s.pool.Query(ctx, "SELECT "+chunkColumns+" FROM chunks WHERE hash > $1 ORDER BY hash LIMIT $2", after, s.opts.ReconcileBatch)
 		batch, err := pgx.CollectRows(rows, pgx.RowToStructByName[chunkRow])
 		if err != nil {
 			return dbErr("list chunks", err)
@@ -172,10 +145,16 @@ func (s *Store) findMissing(ctx context.Context, rep *ReconcileReport) error {
 				}
 			}
 		}
-		if len(batch) < reconcileBatch {
+		s.progress(ctx, int64(len(batch)))
+		if len(batch) < s.opts.ReconcileBatch {
 			return nil
 		}
 		after = batch[len(batch)-1].Hash
+		if batches%cursorEvery == 0 {
+			if err := s.saveCursor(reconcileCursor{Phase: cursorRows, After: hex.EncodeToString(after)}); err != nil {
+				return err
+			}
+		}
 	}
 }
 
@@ -210,6 +189,8 @@ func (s *Store) hasContent(c Chunk, packSizes map[int64]int64) (bool, error) {
 // without a row are indexed (their bytes were fsynced, but the crash or a
 // failed transaction came before their row committed), a torn tail is cut
 // off when no row points into it, and the pack is then marked indexed.
+// Every pack but the open one is then sealed read-only: a pack a crash or
+// a shutdown left open is never appended to again.
 func (s *Store) reconcilePacks(ctx context.Context, rep *ReconcileReport) error {
 	ids, err := s.packs.IDs()
 	if err != nil {
@@ -226,14 +207,26 @@ func (s *Store) reconcilePacks(ctx context.Context, rep *ReconcileReport) error 
 	}
 	active := s.packs.Active()
 	for _, id := range ids {
-		if done[id] || id == active {
+		if id == active {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := s.reconcilePack(ctx, id, rep); err != nil {
-			return fmt.Errorf("pack %d: %w", id, err)
+		if !done[id] {
+			if err := s.reconcilePack(ctx, id, rep); err != nil {
+				return fmt.Errorf("pack %d: %w", id, err)
+			}
+		}
+		sealed, err := s.packs.Seal(id)
+		if errors.Is(err, pack.ErrNotFound) {
+			continue // a pack that held no record, removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if sealed {
+			rep.PacksSealed++
 		}
 	}
 	return nil

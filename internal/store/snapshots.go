@@ -219,6 +219,11 @@ func (s *Store) CommitSnapshot(ctx context.Context, actor string, ns NewSnapshot
 	if err != nil {
 		return CommitResult{}, err
 	}
+	// It checks its chunks are stored: not before the start-up checks
+	// have compared the index with the journal (online.go).
+	if err := s.writeHold(); err != nil {
+		return CommitResult{}, err
+	}
 	var res CommitResult
 	var ph commitPhases
 	start := time.Now()

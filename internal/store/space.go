@@ -124,6 +124,13 @@ func (s *Store) SetReadOnly(reason error) {
 // while the store is read-only or free space is below the reserve.
 func (s *Store) admitContent(ctx context.Context) error {
 	st := s.SpaceStatus()
+	if st.ReadOnly == nil {
+		// Read-only (507) says more than "starting" (503): it lasts until
+		// an operator frees space.
+		if err := s.writeHold(); err != nil {
+			return err
+		}
+	}
 	switch {
 	case st.ReadOnly != nil:
 		s.metrics.spaceRefusals.Inc()

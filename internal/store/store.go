@@ -112,6 +112,13 @@ type Options struct {
 	Reserve Reserve
 	// SpaceCacheTTL is how long a free-space reading is reused.
 	SpaceCacheTTL time.Duration
+	// ReconcileCursor is the file that keeps an unfinished reconcile
+	// pass's position, so that a restart resumes it (online.go). Empty:
+	// every pass starts over.
+	ReconcileCursor string
+	// ReconcileBatch is how many chunk files or index rows the background
+	// reconcile checks per query; the cursor is saved every ten batches.
+	ReconcileBatch int
 }
 
 func (o *Options) setDefaults() {
@@ -161,6 +168,9 @@ func (o *Options) setDefaults() {
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = DefaultCommitTimeout
 	}
+	if o.ReconcileBatch == 0 {
+		o.ReconcileBatch = reconcileBatch
+	}
 }
 
 // lookupCtx bounds one index look-up of a request: besides the pool's
@@ -204,6 +214,10 @@ type Store struct {
 	// space caches the free-space reading and holds the read-only state:
 	// see space.go.
 	space spaceGuard
+
+	// online holds the write gate and progress of the start-up
+	// reconcile, and the orphans of failed commits: see online.go.
+	online onlineState
 }
 
 // New returns a Store over an open pool and blob store. metrics may be nil.

@@ -354,6 +354,19 @@ func (d *Disk) Stat(ctx context.Context, h chunk.Hash) (int64, error) {
 // makes one. Walk returns fn's first error unchanged, or ctx.Err() once ctx
 // is done.
 func (d *Disk) Walk(ctx context.Context, fn func(h chunk.Hash, size int64) error) error {
+	return d.walk(ctx, "", fn)
+}
+
+// WalkFrom is Walk over the blobs whose hash sorts after after only, in
+// ascending hash order (directory order is hash order: names are lowercase
+// hex). A reconcile pass resumes from its persisted cursor with it without
+// listing the fan-out directories it has already done.
+func (d *Disk) WalkFrom(ctx context.Context, after chunk.Hash, fn func(h chunk.Hash, size int64) error) error {
+	return d.walk(ctx, after.String(), fn)
+}
+
+// walk is Walk after the hash whose hex is after ("" for all).
+func (d *Disk) walk(ctx context.Context, after string, fn func(h chunk.Hash, size int64) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -370,6 +383,9 @@ func (d *Disk) Walk(ctx context.Context, fn func(h chunk.Hash, size int64) error
 			d.stray(ctx, topPath)
 			continue
 		}
+		if after != "" && top.Name() < after[0:2] {
+			continue
+		}
 		mids, err := os.ReadDir(topPath)
 		if err != nil {
 			return fmt.Errorf("disk: walk: %w", err)
@@ -383,7 +399,10 @@ func (d *Disk) Walk(ctx context.Context, fn func(h chunk.Hash, size int64) error
 				d.stray(ctx, midPath)
 				continue
 			}
-			if err := d.walkLeaf(ctx, top.Name(), mid.Name(), midPath, fn); err != nil {
+			if after != "" && top.Name()+mid.Name() < after[0:4] {
+				continue
+			}
+			if err := d.walkLeaf(ctx, top.Name(), mid.Name(), midPath, after, fn); err != nil {
 				return err
 			}
 		}
@@ -391,7 +410,7 @@ func (d *Disk) Walk(ctx context.Context, fn func(h chunk.Hash, size int64) error
 	return nil
 }
 
-func (d *Disk) walkLeaf(ctx context.Context, ab, cd, dir string, fn func(chunk.Hash, int64) error) error {
+func (d *Disk) walkLeaf(ctx context.Context, ab, cd, dir, after string, fn func(chunk.Hash, int64) error) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("disk: walk: %w", err)
@@ -407,6 +426,9 @@ func (d *Disk) walkLeaf(ctx context.Context, ab, cd, dir string, fn func(chunk.H
 		h, err := chunk.ParseHash(name)
 		if err != nil || name[0:2] != ab || name[2:4] != cd || !e.Type().IsRegular() {
 			d.stray(ctx, filepath.Join(dir, name))
+			continue
+		}
+		if name <= after {
 			continue
 		}
 		fi, err := e.Info()

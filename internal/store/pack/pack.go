@@ -10,8 +10,9 @@
 //
 // One pack is open for appends at a time; it is sealed (fsynced, made
 // read-only) when it reaches the size limit, and a new one begins. A process
-// starts a fresh pack at every Open, so a pack left open by a crash is never
-// appended to again: its tail is checked by Scan and repaired by Truncate.
+// starts a fresh pack at every Open, so a pack left open by a crash (or by
+// Close) is never appended to again: its tail is checked by Scan, repaired
+// by Truncate, and it is then sealed by Seal.
 //
 // A failed write (a full disk, above all) never leaves the writer closed:
 // the pack it failed in is abandoned (cut back to its last durable record,
@@ -535,6 +536,43 @@ func (p *Packs) Truncate(id, size int64) error {
 		return fmt.Errorf("pack: truncate %d: %w", id, err)
 	}
 	return nil
+}
+
+// Seal makes pack id read-only, as a pack is sealed when it reaches its
+// size limit: the store calls it for a pack that a crash or a shutdown left
+// unsealed, once reconcile has checked its tail, so that no pack but the
+// open one is writable. It refuses the open pack and does nothing to a
+// pack already sealed; changed reports whether the mode changed.
+func (p *Packs) Seal(id int64) (changed bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active != nil && id == p.id {
+		return false, fmt.Errorf("pack: seal %d: it is open for appends", id)
+	}
+	path := p.path(id)
+	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("pack %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("pack: seal %d: %w", id, err)
+	}
+	if st.Mode().Perm()&0o222 == 0 {
+		return false, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("pack: seal %d: %w", id, err)
+	}
+	defer f.Close()
+	if err := f.Chmod(0o440); err != nil {
+		return false, fmt.Errorf("pack: seal %d: %w", id, err)
+	}
+	// The mode is metadata: without the sync a crash could undo it.
+	if err := f.Sync(); err != nil {
+		return false, fmt.Errorf("pack: seal %d: %w", id, err)
+	}
+	return true, nil
 }
 
 // Size returns the current size of pack id.
