@@ -423,3 +423,31 @@ func policyRetention(ctx context.Context, tx pgx.Tx, source string, now time.Tim
 	}
 	return c, until.UTC().Truncate(time.Microsecond), most.UTC().Truncate(time.Microsecond), names, true, nil
 }
+
+// retentionPolicy replays retention_policy.set and retention_policy.change:
+// each records a whole version (policyDetails).
+func (r *reindexer) retentionPolicy(ctx context.Context, tx pgx.Tx, e audit.Entry) error {
+	var d struct {
+		DeletionID    *int64 `json:"deletion_id"`
+		Name          string `json:"name"`
+		Version       int64  `json:"version"`
+		Pattern       string `json:"pattern"`
+		DailyDays     int    `json:"daily_days"`
+		WeeklyWeeks   int    `json:"weekly_weeks"`
+		MonthlyMonths int    `json:"monthly_months"`
+		YearlyYears   int    `json:"yearly_years"`
+		MinimumDays   int    `json:"minimum_days"`
+	}
+	if err := decode(e, &d); err != nil {
+		return err
+	}
+	var pattern *string
+	if d.Pattern != "" {
+		pattern = &d.Pattern
+	}
+	_, err := tx.Exec(ctx, insertPolicySQL, pgx.NamedArgs{
+		"name": d.Name, "version": d.Version, "pattern": pattern, "daily": d.DailyDays, "weekly": d.WeeklyWeeks,
+		"monthly": d.MonthlyMonths, "yearly": d.YearlyYears, "minimum": d.MinimumDays, "at": e.At, "by": e.Actor, "req": d.DeletionID,
+	})
+	return err
+}
