@@ -198,6 +198,53 @@ func TestAdminDeletionCommands(t *testing.T) {
 	if r := run(bob, "admin", "admins", "show"); r.err != nil || !strings.Contains(r.stdout, "dave") {
 		t.Errorf("admins show after adding dave: %v\n%s", r.err, r.stdout)
 	}
+
+	// Retention policies: set and lengthen at once; shortening directly is
+	// refused naming the request command, and goes through the governed
+	// request.
+	if r := run(alice, "admin", "policies", "set", "standard", "--pattern", "*", "--daily", "0"); r.err == nil {
+		t.Error("a policy without terms was set")
+	}
+	r = run(alice, "admin", "policies", "set", "standard", "--pattern", "*", "--daily", "14", "--weekly", "8",
+		"--monthly", "13", "--yearly", "7", "--minimum", "30")
+	if r.err != nil || !strings.Contains(r.stdout, "version 1") {
+		t.Fatalf("policies set: %v\n%s%s", r.err, r.stdout, r.stderr)
+	}
+	if r := run(alice, "admin", "policies", "set", "standard", "--yearly", "10"); r.err != nil || !strings.Contains(r.stdout, "version 2") {
+		t.Fatalf("policies set --yearly 10: %v\n%s", r.err, r.stdout)
+	}
+	if r := run(alice, "admin", "policies", "set", "standard", "--daily", "7"); r.err == nil ||
+		!strings.Contains(r.err.Error(), "vault admin policies request") {
+		t.Fatalf("shortening with set: %v, want a refusal naming the request command", r.err)
+	}
+	if r := run(alice, "admin", "policies", "request", "standard", "--daily", "7"); r.err == nil {
+		t.Error("policies request without --reason succeeded")
+	}
+	r = run(alice, append([]string{"admin", "policies", "request", "standard", "--daily", "7", "--reason", "a week of dailies"},
+		rawKey("alice")...)...)
+	if r.err != nil || !strings.Contains(r.stdout, "kind: policy") {
+		t.Fatalf("policies request: %v\n%s%s", r.err, r.stdout, r.stderr)
+	}
+	for tok, signer := range map[string][]string{bob: sshKey, carol: rawKey("carol")} {
+		if r := run(tok, append([]string{"admin", "deletions", "approve", "3"}, signer...)...); r.err != nil {
+			t.Fatalf("approve policy change: %v\n%s", r.err, r.stderr)
+		}
+	}
+	clk.Advance(store.DefaultDeletionDelay) // short of the governance delay
+	if r := run(bob, "admin", "execute-due"); r.err != nil || strings.Contains(r.stdout, "executed: [3]") {
+		t.Fatalf("policy change executed before the governance delay: %v\n%s", r.err, r.stdout)
+	}
+	clk.Advance(7 * 24 * time.Hour)
+	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: [3]") {
+		t.Fatalf("execute policy change: %v\n%s", r.err, r.stdout)
+	}
+	if r := run(token(auth.RoleAuditor, "eve"), "admin", "policies", "show", "standard"); r.err != nil ||
+		!strings.Contains(r.stdout, "version 3") || !strings.Contains(r.stdout, "(request 3)") {
+		t.Errorf("policies show after the request: %v\n%s", r.err, r.stdout)
+	}
+	if r := run(bob, "admin", "policies", "list"); r.err != nil || !strings.Contains(r.stdout, "standard") {
+		t.Errorf("policies list: %v\n%s", r.err, r.stdout)
+	}
 }
 
 // mustSSHKey makes an OpenSSH key pair with ssh-keygen and returns the

@@ -83,7 +83,7 @@ func commands() *cmd {
 			leaf("revoke", "[flags] TOKEN_ID", "revoke an issued token by its id (jti)", runTokenRevoke),
 			leaf("rotate-key", "[flags]", "make a new token-signing key; tokens of the old one stay valid until distrusted", runTokenRotateKey),
 		}},
-		{name: "admin", summary: "keygen; deletions: request, approve, cancel, list, show; admins; execute-due", text: adminText, subs: []*cmd{
+		{name: "admin", summary: "keygen; deletions: request, approve, cancel, list, show; admins; policies; execute-due", text: adminText, subs: []*cmd{
 			{name: "keygen", args: "--out FILE", summary: "make your personal admin key (raw Ed25519); prints the public key",
 				run: func(_ context.Context, a []string, e cliEnv) error { return runKeygen(a, e.stdout, e.stderr) }},
 			{name: "deletions", summary: "request, approve, cancel, list and show deletion requests", text: adminText, subs: []*cmd{
@@ -105,6 +105,18 @@ func commands() *cmd {
 						return runAdminsChange(ctx, a, e.getenv, e.stdin, e.stdout, e.stderr)
 					}},
 			}},
+			{name: "policies", summary: "retention policies: list, show, set (create or lengthen), request (shorten, re-point, detach)",
+				text: policiesText + "\n" + adminText, subs: []*cmd{
+					leaf("list", "[flags]", "every retention policy's current version (auditor or admin token)", runPoliciesList),
+					leaf("show", "[flags] NAME", "a policy and all its versions (auditor or admin token)", runPoliciesShow),
+					leaf("set", "[flags] NAME [--pattern GLOB] [--daily D] [--weekly W] [--monthly M] [--yearly Y] [--minimum D]",
+						"create a policy, or lengthen its terms, at once (admin token); unset terms keep the current ones", runPoliciesSet),
+					{name: "request", args: "[flags] NAME (--pattern GLOB | --detach | --daily D ...) --reason TEXT SIGN",
+						summary: "request a shorter term, another pattern or detaching (signed; governance quorum and delay)",
+						run: func(ctx context.Context, a []string, e cliEnv) error {
+							return runPoliciesRequest(ctx, a, e.getenv, e.stdin, e.stdout, e.stderr)
+						}},
+				}},
 			leaf("execute-due", "[flags]", "run the executor now (approved requests whose delay has passed)", runExecuteDue),
 		}},
 		{name: "hash", args: "FILE... | -", summary: "print the BLAKE3 address of files, or of stdin for - (the name to PUT a chunk under)",

@@ -21,6 +21,8 @@ type deletionRequestJSON struct {
 	Hold      int64       `json:"hold,omitempty"`
 	Change    *changeJSON `json:"change,omitempty"`
 	Reason    string      `json:"reason"`
+
+	Policy *policyJSON `json:"policy,omitempty"` // kind policy
 }
 
 // changeJSON is an admin-set change (kind admin_set).
@@ -84,7 +86,17 @@ func (h *handler) requestDeletion(w http.ResponseWriter, r *http.Request) {
 		}
 		t.Change = c
 	}
-	d, err := h.store.RequestDeletion(r.Context(), principal(r).Subject, t, req.Reason)
+	var d store.Deletion
+	var err error
+	if req.Kind == store.DeletePolicy {
+		if req.Policy == nil {
+			h.writeError(w, r, &store.InvalidError{Field: "policy", Reason: "is required for kind policy"})
+			return
+		}
+		d, err = h.store.RequestPolicyChange(r.Context(), principal(r).Subject, req.Policy.policy(req.Policy.Name), req.Reason)
+	} else {
+		d, err = h.store.RequestDeletion(r.Context(), principal(r).Subject, t, req.Reason)
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return

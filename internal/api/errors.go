@@ -78,6 +78,8 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusConflict, "retention_locked"
 	case errors.Is(err, store.ErrImmutable):
 		return http.StatusConflict, "immutable"
+	case errors.Is(err, store.ErrGovernedChange):
+		return http.StatusConflict, "governed"
 	case errors.Is(err, store.ErrConflict):
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, chunk.ErrHashMismatch) && !errors.Is(err, store.ErrCorrupt):

@@ -44,6 +44,7 @@ var errorCases = []struct {
 	{"conflict", store.ErrConflict, 409, "conflict"},
 	{"retention shortened", store.ErrRetentionShortened, 409, "retention_locked"},
 	{"immutable", store.ErrImmutable, 409, "immutable"},
+	{"governed change", fmt.Errorf("store: retention policy %q: %w", "x", store.ErrGovernedChange), 409, "governed"},
 	{"MaxBytesError", &http.MaxBytesError{Limit: 10}, 413, "too_large"},
 	{"store too large", store.ErrTooLarge, 413, "too_large"},
 	{"hash mismatch", chunk.ErrHashMismatch, 422, "hash_mismatch"},

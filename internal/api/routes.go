@@ -153,6 +153,10 @@ func NewHandler(o Options) http.Handler {
 
 		r.With(h.require(auditor, admin)).Get("/admins", h.adminSet)
 
+		r.With(h.require(auditor, admin)).Get("/policies", h.listPolicies)
+		r.With(h.require(auditor, admin)).Get("/policies/{name}", h.getPolicy)
+		r.With(h.require(admin)).Put("/policies/{name}", h.setPolicy)
+
 		r.With(h.require(auditor)).Get("/audit", h.auditEntries)
 		r.With(h.require(auditor, admin)).Get("/audit/checkpoint", h.auditCheckpoint)
 		r.With(h.require(auditor, admin)).Get("/audit/key", h.auditKey)

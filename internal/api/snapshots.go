@@ -63,6 +63,10 @@ type commitRequest struct {
 type commitResponse struct {
 	snapshotJSON
 	ExtendedChunks int64 `json:"extended_chunks"`
+	// Policies name the retention policies that decided retain_until (none:
+	// the agent's own), and Class what the snapshot was under them.
+	Policies []string `json:"policies"`
+	Class    string   `json:"class,omitempty"`
 }
 
 func (h *handler) commitSnapshot(w http.ResponseWriter, r *http.Request) {
@@ -90,7 +94,8 @@ func (h *handler) commitSnapshot(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, commitResponse{snapshotJSON: toSnapshotJSON(res.Snapshot), ExtendedChunks: res.ExtendedChunks})
+	writeJSON(w, http.StatusCreated, commitResponse{snapshotJSON: toSnapshotJSON(res.Snapshot), ExtendedChunks: res.ExtendedChunks,
+		Policies: res.Policies, Class: res.Class})
 }
 
 func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request) {

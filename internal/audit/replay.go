@@ -687,7 +687,7 @@ func (r *Replay) check(del *deletion, at time.Time) *failure {
 	// now: a raised bar applies to requests in flight.
 	for _, s := range []*AdminSet{set, r.admins[r.latestSet]} {
 		need, wait := s.Policy.Approvals, s.Policy.Delay
-		if del.kind == KindAdminSet {
+		if Governed(del.kind) {
 			need, wait = s.Policy.GovernanceApprovals, s.Policy.GovernanceDelay
 		}
 		if del.approvals < need || del.delay < wait {
@@ -695,7 +695,7 @@ func (r *Replay) check(del *deletion, at time.Time) *failure {
 				s.Version, need, wait)
 		}
 	}
-	if p := r.pins; del.delay < p.MinDelay || (del.kind != KindAdminSet && del.approvals < p.MinApprovals) {
+	if p := r.pins; del.delay < p.MinDelay || (!Governed(del.kind) && del.approvals < p.MinApprovals) {
 		return fail(RuleQuorum, "its policy (%d approvals, %s) is below the vault's floors (%d, %s)", del.approvals, del.delay,
 			p.MinApprovals, p.MinDelay)
 	}

@@ -34,6 +34,8 @@ type Targets struct {
 	Source    string       // expired: only this source; "" the whole vault
 	Hold      int64        // hold_release
 	Change    *AdminChange // admin_set
+
+	Policy *RetentionPolicy // policy
 }
 
 // Canonical returns the frozen text of t: a header line, the kind, then
@@ -93,6 +95,13 @@ func (t Targets) Canonical() (string, error) {
 		if err := t.Change.canonical(&b); err != nil {
 			return "", err
 		}
+	case KindPolicy:
+		if t.Policy == nil {
+			return "", errors.New("no retention policy")
+		}
+		if err := t.Policy.canonical(&b); err != nil {
+			return "", err
+		}
 	default:
 		return "", fmt.Errorf("unknown kind %q", t.Kind)
 	}
@@ -135,6 +144,15 @@ func ParseTargets(text string) (Targets, error) {
 		case "hold":
 			t.Hold, err = strconv.ParseInt(v, 10, 64)
 		default:
+			if t.Kind == KindPolicy {
+				if t.Policy == nil {
+					t.Policy = &RetentionPolicy{}
+				}
+				var ok bool
+				if ok, err = t.Policy.parseLine(k, v); ok || err != nil {
+					break
+				}
+			}
 			if t.Change == nil {
 				t.Change = &AdminChange{}
 			}

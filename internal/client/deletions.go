@@ -61,6 +61,8 @@ type DeletionRequest struct {
 	Hold      int64        `json:"hold,omitempty"`
 	Change    *AdminChange `json:"change,omitempty"`
 	Reason    string       `json:"reason"`
+
+	Policy *RetentionPolicy `json:"policy,omitempty"` // kind policy
 }
 
 // AdminChange is an admin-set change (kind admin_set).

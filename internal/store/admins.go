@@ -534,7 +534,7 @@ func (s *Store) verifyForExecution(ctx context.Context, tx pgx.Tx, d Deletion) e
 		return fmt.Errorf("current admin set: %w", err)
 	}
 	quorum, delay := set.Policy.ApprovalsRequired, set.Policy.Delay
-	if d.Kind == DeleteAdminSet {
+	if governed(d.Kind) {
 		quorum, delay = set.Policy.GovernanceApprovals, set.Policy.GovernanceDelay
 	}
 	if d.ApprovalsRequired < quorum || d.Delay < delay {

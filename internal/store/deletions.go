@@ -65,6 +65,8 @@ type DeletionTargets struct {
 	Source    string       // DeleteExpired: only this source; "" the whole vault
 	Hold      int64        // DeleteHoldRelease
 	Change    *AdminChange // DeleteAdminSet
+
+	Policy *RetentionPolicy // DeletePolicy
 }
 
 // canonical returns the frozen text that approvers approve: a header line,
@@ -110,8 +112,13 @@ func (t DeletionTargets) check(maxList int) error {
 		}
 	case DeleteAdminSet:
 		return t.Change.check()
+	case DeletePolicy:
+		if t.Policy == nil {
+			return invalid("policy", "is required")
+		}
+		return policyErr(t.Policy.audit().Check())
 	default:
-		return invalid("kind", "must be chunks, snapshots, expired, hold_release or admin_set")
+		return invalid("kind", "must be chunks, snapshots, expired, hold_release, admin_set or policy")
 	}
 	return nil
 }
@@ -122,6 +129,10 @@ func (t DeletionTargets) audit() audit.Targets {
 	if t.Change != nil {
 		c := t.Change.audit()
 		at.Change = &c
+	}
+	if t.Policy != nil {
+		p := t.Policy.audit()
+		at.Policy = &p
 	}
 	return at
 }
@@ -137,6 +148,10 @@ func parseTargets(text string) (DeletionTargets, error) {
 		Source: at.Source, Hold: at.Hold}
 	if c := at.Change; c != nil {
 		t.Change = &AdminChange{Op: c.Op, Name: c.Name, Key: c.Key, Policy: policyOf(c.Policy)}
+	}
+	if p := at.Policy; p != nil {
+		rp := retentionPolicyOf(*p)
+		t.Policy = &rp
 	}
 	return t, nil
 }
@@ -269,19 +284,21 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 		case err == nil:
 			version = &set.Version
 			p := set.Policy
-			if t.Kind == DeleteAdminSet {
+			if governed(t.Kind) {
 				quorum, delay = p.GovernanceApprovals, max(time.Duration(p.GovernanceDelay), delay)
+			} else {
+				quorum, delay = max(quorum, p.ApprovalsRequired), max(delay, time.Duration(p.Delay))
+			}
+			if t.Kind == DeleteAdminSet {
 				if _, _, err := t.Change.apply(set); err != nil {
 					return err
 				}
-			} else {
-				quorum, delay = max(quorum, p.ApprovalsRequired), max(delay, time.Duration(p.Delay))
 			}
 		case errors.Is(err, ErrNotFound):
 			// No admins enrolled: the request is recorded but can never be
 			// signed, so it can never execute.
-			if t.Kind == DeleteAdminSet {
-				return fmt.Errorf("the vault has no admin set to change: %w", ErrConflict)
+			if governed(t.Kind) {
+				return fmt.Errorf("the vault has no admin set to sign a governed change: %w", ErrConflict)
 			}
 		default:
 			return err

@@ -341,6 +341,8 @@ func (s *Store) executeTargets(ctx context.Context, id int64, now time.Time, t D
 	switch t.Kind {
 	case DeleteAdminSet:
 		return s.applyAdminChange(ctx, id, now, t.Change, rep, jc.v)
+	case DeletePolicy:
+		return s.applyPolicyChange(ctx, id, now, t.Policy, rep)
 	case DeleteHoldRelease:
 		return s.releaseHold(ctx, id, now, t.Hold)
 	case DeleteChunks:

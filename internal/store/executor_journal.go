@@ -156,6 +156,10 @@ func targetsOf(v *journalView, id int64) (DeletionTargets, error) {
 	if c := t.Change; c != nil {
 		dt.Change = &AdminChange{Op: c.Op, Name: c.Name, Key: c.Key, Policy: policyOf(c.Policy)}
 	}
+	if p := t.Policy; p != nil {
+		rp := retentionPolicyOf(*p)
+		dt.Policy = &rp
+	}
 	return dt, nil
 }
 

@@ -182,6 +182,7 @@ var reindexTables = []reindexTable{
 		unrebuildable: "v->>'outcome' = 'skipped'"},
 	{name: "admin_set_versions", key: "version::text"},
 	{name: "admin_keys", key: "version || '/' || name"},
+	{name: "retention_policy_versions", key: "name || '/' || version"},
 	{name: "restic_repositories", key: "name"},
 	// Locks are transient and not journaled.
 	{name: "restic_files", key: "repo || '/' || type || '/' || name", unrebuildable: "v->>'type' = 'locks'"},

@@ -172,6 +172,8 @@ func (r *reindexer) appliers() map[string]applier {
 		audit.ActionDeletionRefused:  r.deletionState,
 		audit.ActionDeletionExecuted: r.deletionExecuted,
 		"token.revoke":               r.tokenRevoke,
+		"retention_policy.set":       r.retentionPolicy,
+		"retention_policy.change":    r.retentionPolicy,
 		"restic.repository.create":   r.resticCreate,
 		audit.ActionResticRetention:  r.resticRetention,
 		"restic.file":                r.resticFile,

@@ -33,7 +33,7 @@ var indexTables = []string{
 	"chunks", "chunk_tombstones", "snapshots", "snapshot_chunks", "holds", "hold_chunks", "hold_snapshots",
 	"deletion_requests", "deletion_approvals", "deletion_outcomes", "admin_set_versions", "admin_keys",
 	"restic_repositories", "restic_files", "revoked_tokens", "audit_log", "audit_hashes", "audit_chunks",
-	"audit_checkpoints", "packs_indexed", "retention_months",
+	"audit_checkpoints", "packs_indexed", "retention_months", "retention_policy_versions",
 }
 
 // mustDumpIndex returns every row of the index's tables as JSON text,
@@ -120,7 +120,7 @@ type vaultHistory struct {
 // buildHistory gives ds a history that touches every table: chunks in
 // files and packs, snapshots with manifest trees and extended retention,
 // holds of each kind, deletions executed (chunks, expired, hold release,
-// admin-set change), cancelled, expired and pending, a restic repository
+// admin-set change, retention-policy change), cancelled, expired and pending, a restic repository
 // with its files and retention, and a revoked token.
 func buildHistory(t testing.TB, ds *deletionStore) vaultHistory {
 	t.Helper()
@@ -215,6 +215,16 @@ func buildHistory(t testing.TB, ds *deletionStore) vaultHistory {
 		Change: &store.AdminChange{Op: store.AdminAdd, Name: "admin-e", Key: keyE}})
 	ds.clk.Advance(7 * 24 * time.Hour)
 	mustRunDue(t, ds, d4.ID)
+	// A retention policy: created, lengthened at once, shortened by its
+	// governed request.
+	policy := store.RetentionPolicy{Name: "archive", Pattern: "nothing-*", DailyDays: 14, YearlyYears: 1}
+	ds.mustSetPolicy(t, policy)
+	policy.YearlyYears = 2
+	ds.mustSetPolicy(t, policy)
+	policy.DailyDays = 7
+	d5 := scheduledFor(t, ds, store.DeletionTargets{Kind: store.DeletePolicy, Policy: &policy})
+	ds.clk.Advance(7 * 24 * time.Hour)
+	mustRunDue(t, ds, d5.ID)
 	// Cancelled, expired and pending requests.
 	c := ds.mustRequest(t, "admin-a", store.DeletionTargets{Kind: store.DeleteSnapshots, Snapshots: []int64{h.keepID}})
 	ds.mustApprove(t, "admin-b", c.ID)

@@ -321,6 +321,9 @@ func TestRuntimeRolePrivileges(t *testing.T) {
 		"scrub_state":         "SELECT UPDATE",
 		"snapshot_chunks":     "SELECT INSERT",
 		"snapshots":           "SELECT INSERT UPDATE(retain_until,deleted_at,deletion_id)",
+
+		// 012: insert-only; a shortening version needs an executing policy request.
+		"retention_policy_versions": "SELECT INSERT",
 	}
 	rows, _ := ts.pool.Query(ctx, `
 		SELECT c.relname, concat_ws(' ',

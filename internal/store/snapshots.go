@@ -84,8 +84,10 @@ type NewSnapshot struct {
 	Name   string
 	// TakenAt is when the backup was taken (by the agent's clock).
 	TakenAt time.Time
-	// RetainUntil is how long the snapshot and every chunk it references
-	// are kept at least.
+	// RetainUntil is how long the agent asks the snapshot and every chunk
+	// it references to be kept at least. Under a retention policy it is
+	// optional: the vault keeps the later of it and the policy's date, and
+	// refuses a time past the policy's longest term.
 	RetainUntil time.Time
 	Tags        []string
 	// ManifestRoot is the hash of the root manifest chunk.
@@ -98,13 +100,21 @@ type CommitResult struct {
 	// ExtendedChunks counts the referenced chunks whose retention was
 	// raised to the snapshot's.
 	ExtendedChunks int64
+	// Policies name the retention policies that covered the source (none:
+	// the agent's retention alone), and Class what the snapshot was under
+	// them (daily, weekly, monthly, yearly), by the vault's clock.
+	Policies []string
+	Class    string
 }
 
 // Limits on snapshot fields, also enforced by the database.
 const (
 	maxTags = 32
-	// maxTakenAhead tolerates agents whose clocks run a little fast.
-	maxTakenAhead = time.Hour
+	// MaxTakenAhead tolerates agents whose clocks run a little fast. The
+	// vault orders and classes snapshots by its own commit time, so
+	// taken_at decides nothing; a time further ahead is a broken clock or
+	// a forgery, refused.
+	MaxTakenAhead = 5 * time.Minute
 )
 
 // namePattern is the spelling of sources, snapshot names and tags: what
@@ -153,21 +163,48 @@ func (s *Store) checkNewSnapshot(now time.Time, ns NewSnapshot) (NewSnapshot, er
 	ns.Tags = tags
 	ns.TakenAt = ns.TakenAt.UTC().Truncate(time.Microsecond)
 	ns.RetainUntil = ns.RetainUntil.UTC().Truncate(time.Microsecond)
-	floor := now.Add(s.opts.MinRetention)
 	switch {
 	case ns.TakenAt.IsZero():
 		return ns, invalid("taken_at", "is required")
-	case ns.TakenAt.After(now.Add(maxTakenAhead)):
-		return ns, invalid("taken_at", "%s is in the future", ns.TakenAt.Format(time.RFC3339))
-	case ns.RetainUntil.IsZero():
-		return ns, invalid("retain_until", "is required")
-	case ns.RetainUntil.Before(floor):
-		return ns, invalid("retain_until", "%s is earlier than the vault minimum (now + %s = %s)",
-			ns.RetainUntil.Format(time.RFC3339), s.opts.MinRetention, floor.UTC().Format(time.RFC3339))
+	case ns.TakenAt.After(now.Add(MaxTakenAhead)):
+		return ns, invalid("taken_at", "%s is more than %s ahead of the vault's clock (%s)",
+			ns.TakenAt.Format(time.RFC3339), MaxTakenAhead, now.UTC().Format(time.RFC3339))
 	case ns.RetainUntil.After(now.Add(s.opts.MaxRetention)):
 		return ns, invalid("retain_until", "more than %s ahead", s.opts.MaxRetention)
 	}
 	return ns, nil
+}
+
+// snapshotRetention decides how long a snapshot of ns committed at now is
+// kept. Without a policy for its source it is the agent's retain_until,
+// which must be at least the vault minimum. Under policies it is the later
+// of the agent's and the policies' (never below the vault minimum), and an
+// agent's time past the policies' longest term is refused: the vault, not
+// the agent, decides retention, and agents may only ask for longer. tx
+// must hold snapshotsLock when final is true (the class depends on the
+// source's last commit); with final false only the bounds are checked.
+func (s *Store) snapshotRetention(ctx context.Context, tx pgx.Tx, now time.Time, ns NewSnapshot) (time.Time, SnapshotClass, []string, error) {
+	class, until, most, names, ok, err := policyRetention(ctx, tx, ns.Source, now)
+	if err != nil {
+		return time.Time{}, class, nil, err
+	}
+	floor := now.Add(s.opts.MinRetention)
+	if !ok {
+		switch {
+		case ns.RetainUntil.IsZero():
+			return time.Time{}, class, nil, invalid("retain_until", "is required (no retention policy covers source %q)", ns.Source)
+		case ns.RetainUntil.Before(floor):
+			return time.Time{}, class, nil, invalid("retain_until", "%s is earlier than the vault minimum (now + %s = %s)",
+				ns.RetainUntil.Format(time.RFC3339), s.opts.MinRetention, floor.UTC().Format(time.RFC3339))
+		}
+		return ns.RetainUntil, class, nil, nil
+	}
+	if ns.RetainUntil.After(most) {
+		return time.Time{}, class, nil, invalid("retain_until", "%s is later than the retention policy of source %q allows "+
+			"(%s: at most %s, its longest term from now)", ns.RetainUntil.Format(time.RFC3339), ns.Source,
+			strings.Join(names, ", "), most.Format(time.RFC3339))
+	}
+	return latest(latest(until, ns.RetainUntil), floor.UTC().Truncate(time.Microsecond)), class, names, nil
 }
 
 // snapshotsLock serialises the write phase of snapshot commits and
@@ -253,6 +290,11 @@ func (s *Store) commitSnapshot(ctx context.Context, tx pgx.Tx, actor string, now
 	if exists {
 		return CommitResult{}, fmt.Errorf("store: snapshot %q of source %q already exists: %w", ns.Name, ns.Source, ErrConflict)
 	}
+	// Refuse a bad retention before walking the manifests; it is decided
+	// for good under the lock below.
+	if _, _, _, err := s.snapshotRetention(ctx, tx, now, ns); err != nil {
+		return CommitResult{}, err
+	}
 	t := time.Now()
 	w, err := s.loadRefs(ctx, tx, ns.ManifestRoot, nil)
 	if err != nil {
@@ -268,6 +310,12 @@ func (s *Store) commitSnapshot(ctx context.Context, tx pgx.Tx, actor string, now
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", snapshotsLock); err != nil {
 		return CommitResult{}, sqlErr("lock snapshots", err)
 	}
+	requested := ns.RetainUntil
+	until, class, policies, err := s.snapshotRetention(ctx, tx, now, ns)
+	if err != nil {
+		return CommitResult{}, err
+	}
+	ns.RetainUntil = until
 	rows, _ := tx.Query(ctx, insertSnapshotSQL, pgx.NamedArgs{
 		"source": ns.Source, "name": ns.Name, "taken": ns.TakenAt, "now": now, "by": actor,
 		"until": ns.RetainUntil, "tags": ns.Tags, "root": ns.ManifestRoot[:],
@@ -308,16 +356,29 @@ func (s *Store) commitSnapshot(ctx context.Context, tx pgx.Tx, actor string, now
 		return CommitResult{}, err
 	}
 	ph.write = time.Since(t)
-	err = s.appendAudit(ctx, tx, now, actor, "snapshot.commit", map[string]any{
+	details := map[string]any{
 		"snapshot_id": snap.ID, "source": snap.Source, "name": snap.Name, "taken_at": snap.TakenAt,
 		"retain_until": snap.RetainUntil, "tags": snap.Tags, "manifest_root": snap.ManifestRoot.String(),
 		"manifest_count": snap.ManifestCount, "chunk_count": snap.ChunkCount, "total_bytes": snap.TotalBytes,
 		"extended_chunks": extended,
-	})
+	}
+	if len(policies) > 0 {
+		// Why the snapshot is kept as long as it is: an auditor can
+		// recompute it from the policy versions in the log.
+		details["policies"], details["class"] = policies, class.String()
+		if !requested.IsZero() {
+			details["requested_retain_until"] = requested
+		}
+	}
+	err = s.appendAudit(ctx, tx, now, actor, "snapshot.commit", details)
 	if err != nil {
 		return CommitResult{}, sqlErr("audit", err)
 	}
-	return CommitResult{Snapshot: snap, ExtendedChunks: extended}, nil
+	res := CommitResult{Snapshot: snap, ExtendedChunks: extended, Policies: []string{}}
+	if len(policies) > 0 {
+		res.Policies, res.Class = policies, class.String()
+	}
+	return res, nil
 }
 
 // loadRefs walks the manifest tree into the temporary table snapshot_set:
@@ -538,7 +599,8 @@ type SnapshotPage struct {
 	Next      string
 }
 
-// ListSnapshots returns snapshots newest first (by taken_at, then id),
+// ListSnapshots returns snapshots newest first by the vault's commit time
+// (then id), never by the agent's taken_at,
 // filtered by q, one keyset page at a time. A cursor that was altered or
 // that belongs to another query is refused with an *InvalidError.
 func (s *Store) ListSnapshots(ctx context.Context, q SnapshotQuery) (SnapshotPage, error) {
@@ -556,7 +618,7 @@ func (s *Store) ListSnapshots(ctx context.Context, q SnapshotQuery) (SnapshotPag
 		return SnapshotPage{}, err
 	}
 	from, before := q.TakenFrom.UTC().Truncate(time.Microsecond), q.TakenBefore.UTC().Truncate(time.Microsecond)
-	query := fmt.Sprintf("snapshots\x00%s\x00%d\x00%d\x00%s", q.Source, unixMicro(from), unixMicro(before), strings.Join(tags, "\x00"))
+	query := fmt.Sprintf("snapshots-by-commit\x00%s\x00%d\x00%d\x00%s", q.Source, unixMicro(from), unixMicro(before), strings.Join(tags, "\x00"))
 	if q.SourceScope != nil {
 		query += "\x00scope\x00" + strings.Join(q.SourceScope, "\x00")
 	}
@@ -588,7 +650,7 @@ func (s *Store) ListSnapshots(ctx context.Context, q SnapshotQuery) (SnapshotPag
 		if err != nil {
 			return SnapshotPage{}, err
 		}
-		where = append(where, "(s.taken_at, s.id) < (@after_at, @after_id)")
+		where = append(where, "(s.committed_at, s.id) < (@after_at, @after_id)")
 		args["after_at"], args["after_id"] = k.At, k.ID
 	}
 	// Deleted snapshots keep their rows (tombstones) but are not listed.
@@ -598,7 +660,7 @@ func (s *Store) ListSnapshots(ctx context.Context, q SnapshotQuery) (SnapshotPag
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
-	sql += " ORDER BY s.taken_at DESC, s.id DESC LIMIT @n"
+	sql += " ORDER BY s.committed_at DESC, s.id DESC LIMIT @n"
 	rows, _ := s.pool.Query(ctx, sql, args)
 	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[snapshotRow])
 	if err != nil {
@@ -610,7 +672,7 @@ func (s *Store) ListSnapshots(ctx context.Context, q SnapshotQuery) (SnapshotPag
 	}
 	if len(list) > limit {
 		last := page.Snapshots[limit-1]
-		page.Next = encodeCursor(cursorSnapshots, query, cursorKey{At: last.TakenAt, ID: last.ID})
+		page.Next = encodeCursor(cursorSnapshots, query, cursorKey{At: last.CommittedAt, ID: last.ID})
 	}
 	return page, nil
 }
