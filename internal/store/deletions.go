@@ -24,6 +24,9 @@ const (
 	DeleteSnapshots   = "snapshots"    // a list of snapshots, and their chunks no longer needed
 	DeleteExpired     = "expired"      // everything whose retention ended before a time, for a source or the vault
 	DeleteHoldRelease = "hold_release" // releasing a legal hold
+	// DeleteExpiryAuthorisation is a standing authorisation of routine
+	// expiry (expiry.go): governed, and in force once executed.
+	DeleteExpiryAuthorisation = "expiry_authorisation"
 )
 
 // Deletion states, in lifecycle order.
@@ -65,6 +68,7 @@ type DeletionTargets struct {
 	Source    string       // DeleteExpired: only this source; "" the whole vault
 	Hold      int64        // DeleteHoldRelease
 	Change    *AdminChange // DeleteAdminSet
+	Expiry    *ExpiryTerms // DeleteExpiryAuthorisation
 }
 
 // canonical returns the frozen text that approvers approve: a header line,
@@ -110,8 +114,13 @@ func (t DeletionTargets) check(maxList int) error {
 		}
 	case DeleteAdminSet:
 		return t.Change.check()
+	case DeleteExpiryAuthorisation:
+		if t.Expiry == nil {
+			return invalid("expiry", "is required")
+		}
+		return policyErr(t.Expiry.audit().Check())
 	default:
-		return invalid("kind", "must be chunks, snapshots, expired, hold_release or admin_set")
+		return invalid("kind", "must be chunks, snapshots, expired, hold_release, admin_set or expiry_authorisation")
 	}
 	return nil
 }
@@ -122,6 +131,10 @@ func (t DeletionTargets) audit() audit.Targets {
 	if t.Change != nil {
 		c := t.Change.audit()
 		at.Change = &c
+	}
+	if t.Expiry != nil {
+		e := t.Expiry.audit()
+		at.Expiry = &e
 	}
 	return at
 }
@@ -137,6 +150,9 @@ func parseTargets(text string) (DeletionTargets, error) {
 		Source: at.Source, Hold: at.Hold}
 	if c := at.Change; c != nil {
 		t.Change = &AdminChange{Op: c.Op, Name: c.Name, Key: c.Key, Policy: policyOf(c.Policy)}
+	}
+	if e := at.Expiry; e != nil {
+		t.Expiry = expiryTermsOf(*e)
 	}
 	return t, nil
 }
@@ -174,7 +190,10 @@ type Deletion struct {
 	CancelSignature  []byte     `json:"cancel_signature,omitempty" db:"cancel_signature"`
 	RefusedAt        *time.Time `json:"refused_at,omitempty" db:"refused_at"`
 	Refusal          *string    `json:"refusal,omitempty" db:"refusal"`
-	Approvals        []Approval `json:"approvals" db:"-"`
+	// AuthorisationID is, for a routine expiry run, the expiry
+	// authorisation it ran under.
+	AuthorisationID *int64     `json:"authorisation_id,omitempty" db:"authorisation_id"`
+	Approvals       []Approval `json:"approvals" db:"-"`
 	// Affected is an estimate made at request time: how many objects and
 	// bytes the targets named then.
 	Affected *Affected `json:"affected,omitempty" db:"-"`
@@ -204,6 +223,12 @@ type ExecReport struct {
 	HoldReleased bool             `json:"hold_released,omitempty"`
 	// AdminSetVersion is the admin-set version an admin_set request made.
 	AdminSetVersion int64 `json:"admin_set_version,omitempty"`
+	// Ceiling is, for an expiry run, what it measured against its
+	// authorisation's ceilings before it started.
+	Ceiling *RunCeiling `json:"ceiling,omitempty"`
+	// Stopped says why an expiry run stopped before the end
+	// ("suspended": its authorisation was suspended while it ran).
+	Stopped string `json:"stopped,omitempty"`
 }
 
 // hexBytes is a byte string shown as hex in JSON.
@@ -242,7 +267,7 @@ func (d *Duration) ScanInterval(v pgtype.Interval) error {
 const deletionColumns = `id, kind, targets, digest, reason, requested_by, requested_at, approvals_required,
 	delay, expires_at, state, scheduled_at, executes_at, cancelled_at, cancelled_by, cancel_reason, executed_at, report,
 	admin_set_version, requested_by_admin, request_format, request_signature, cancelled_by_admin, cancel_format,
-	cancel_signature, refused_at, refusal`
+	cancel_signature, refused_at, refusal, authorisation_id`
 
 // RequestDeletion records a request to delete targets (or, of kind
 // admin_set, to change the admin set), frozen and digested, under the
@@ -269,19 +294,21 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 		case err == nil:
 			version = &set.Version
 			p := set.Policy
-			if t.Kind == DeleteAdminSet {
+			if governed(t.Kind) {
 				quorum, delay = p.GovernanceApprovals, max(time.Duration(p.GovernanceDelay), delay)
+			} else {
+				quorum, delay = max(quorum, p.ApprovalsRequired), max(delay, time.Duration(p.Delay))
+			}
+			if t.Kind == DeleteAdminSet {
 				if _, _, err := t.Change.apply(set); err != nil {
 					return err
 				}
-			} else {
-				quorum, delay = max(quorum, p.ApprovalsRequired), max(delay, time.Duration(p.Delay))
 			}
 		case errors.Is(err, ErrNotFound):
 			// No admins enrolled: the request is recorded but can never be
 			// signed, so it can never execute.
-			if t.Kind == DeleteAdminSet {
-				return fmt.Errorf("the vault has no admin set to change: %w", ErrConflict)
+			if governed(t.Kind) {
+				return fmt.Errorf("the vault has no admin set to approve a %s request: %w", t.Kind, ErrConflict)
 			}
 		default:
 			return err
@@ -466,7 +493,9 @@ func (s *Store) CancelDeletion(ctx context.Context, actor string, id int64, reas
 		if err != nil {
 			return err
 		}
-		if d.State != StateRequested && d.State != StateScheduled {
+		// An expiry authorisation in force (executing) is cancelled like a
+		// request in flight: that is its suspension.
+		if d.State != StateRequested && d.State != StateScheduled && !d.inForce() {
 			return fmt.Errorf("deletion %d is %s and can no longer be cancelled: %w", id, d.State, ErrConflict)
 		}
 		if d.AdminSetVersion == nil {

@@ -156,6 +156,9 @@ func targetsOf(v *journalView, id int64) (DeletionTargets, error) {
 	if c := t.Change; c != nil {
 		dt.Change = &AdminChange{Op: c.Op, Name: c.Name, Key: c.Key, Policy: policyOf(c.Policy)}
 	}
+	if e := t.Expiry; e != nil {
+		dt.Expiry = expiryTermsOf(*e)
+	}
 	return dt, nil
 }
 
@@ -167,6 +170,8 @@ type journalCheck struct {
 	refs audit.Refs
 	of   *audit.Replay
 	gen  int64
+	// auth is, for an expiry run, its authorisation.
+	auth int64
 }
 
 // refresh catches the journal up and, if snapshots or holds changed since

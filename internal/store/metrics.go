@@ -59,6 +59,11 @@ type Metrics struct {
 	// may be an attack: both are worth an alert.
 	executorRuns     prometheus.Counter
 	executorFailures prometheus.Counter
+	// expiryRuns counts routine expiry runs started; expiryRefused those
+	// refused because their candidates exceeded the ceiling (an alarm:
+	// something expired far more than the authorisation expects).
+	expiryRuns    prometheus.Counter
+	expiryRefused prometheus.Counter
 }
 
 // NewMetrics creates the store's metrics and registers them with reg (if
@@ -141,9 +146,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		executorFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wormvault_executor_failures_total", Help: "Runs of the deletion executor that failed (since start); the error is in the log.",
 		}),
+		expiryRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_expiry_runs_total", Help: "Routine expiry runs started under an expiry authorisation (since start).",
+		}),
+		expiryRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_expiry_runs_refused_total",
+			Help: "Routine expiry runs refused because their candidates exceeded the authorisation's per-run ceiling (since start).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.executorRuns, m.executorFailures)
+		reg.MustRegister(m.executorRuns, m.executorFailures, m.expiryRuns, m.expiryRefused)
 		reg.MustRegister(m.freeBytes, m.reserveBytes, m.spaceRefusals, m.commitTimeouts)
 		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.damagedOpen, m.repaired, m.readsRefused,
 			m.scrubBytes, m.scrubChunks, m.scrubLastFullPass, m.contentMissing, m.groupSize, m.MissingAtReconcile,
