@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -225,8 +226,15 @@ func (s *Store) startRun(ctx context.Context, v *journalView, id int64) (ExpiryR
 			// Refuse the whole run: more expired than the admins expected
 			// is a reason to look, not to delete up to a limit.
 			run.Refused = true
-			reason := fmt.Sprintf("%d chunks (%d bytes) expired, above the ceiling (%d chunks, %d%% of %d bytes = %d bytes)",
-				ceiling.Candidates, ceiling.CandidateBytes, terms.MaxChunks, terms.MaxPercent, ceiling.StoredBytes, ceiling.MaxBytes)
+			var limits []string
+			if terms.MaxChunks > 0 {
+				limits = append(limits, fmt.Sprintf("%d chunks", terms.MaxChunks))
+			}
+			if terms.MaxPercent > 0 {
+				limits = append(limits, fmt.Sprintf("%d%% of %d bytes = %d bytes", terms.MaxPercent, ceiling.StoredBytes, ceiling.MaxBytes))
+			}
+			reason := fmt.Sprintf("%d chunks (%d bytes) expired, above the ceiling (%s)",
+				ceiling.Candidates, ceiling.CandidateBytes, strings.Join(limits, ", "))
 			if _, err := tx.Exec(ctx, `UPDATE deletion_requests SET state = 'refused', refused_at = $2, refusal = $3, report = $4
 				WHERE id = $1`, r.ID, now, reason, ExecReport{Skipped: map[string]int64{}, Ceiling: &ceiling}); err != nil {
 				return err
