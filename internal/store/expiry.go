@@ -221,6 +221,9 @@ func (s *Store) startRun(ctx context.Context, v *journalView, id int64) (ExpiryR
 			"deletion_id": r.ID, "authorisation_id": id, "digest": hex.EncodeToString(r.Digest), "targets": r.Targets,
 			"candidates": ceiling.Candidates, "candidate_bytes": ceiling.CandidateBytes, "stored_bytes": ceiling.StoredBytes,
 			"max_chunks": ceiling.MaxChunks, "max_bytes": ceiling.MaxBytes,
+			// The rest of the run's row, so that `vault reindex` rebuilds it.
+			"reason": r.Reason, "approvals_required": r.ApprovalsRequired, "delay": time.Duration(r.Delay).String(),
+			"admin_set_version": r.AdminSetVersion, "expires_at": r.ExpiresAt.UTC(),
 		}
 		if ceiling.over(terms) {
 			// Refuse the whole run: more expired than the admins expected
@@ -239,7 +242,7 @@ func (s *Store) startRun(ctx context.Context, v *journalView, id int64) (ExpiryR
 				WHERE id = $1`, r.ID, now, reason, ExecReport{Skipped: map[string]int64{}, Ceiling: &ceiling}); err != nil {
 				return err
 			}
-			details["reason"] = reason
+			details["refusal"] = reason
 			return s.appendAudit(ctx, tx, now, "executor", audit.ActionExpiryRefused, details)
 		}
 		if err := setExecutor(ctx, tx, r.ID, now); err != nil {

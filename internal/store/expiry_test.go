@@ -15,6 +15,7 @@ import (
 	"github.com/wormvault/wormvault/internal/audit"
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/manifest"
+	"github.com/wormvault/wormvault/internal/pgtest"
 	"github.com/wormvault/wormvault/internal/store"
 )
 
@@ -510,4 +511,46 @@ func deref(p *string) string {
 		return "<nil>"
 	}
 	return *p
+}
+
+// The index is rebuilt from the data directory with its expiry runs, run
+// and refused, exactly as they were.
+func TestReindexRebuildsExpiryRuns(t *testing.T) {
+	t.Parallel()
+	ds := newDeletionStore(t)
+	ctx := context.Background()
+	for range 3 {
+		b, _ := randomChunk(t, 1000)
+		ds.mustPut(t, b)
+	}
+	auth := ds.mustAuthoriseExpiry(t, store.ExpiryTerms{Interval: store.Duration(24 * time.Hour), MaxChunks: 2})
+	ds.clk.Advance(31 * 24 * time.Hour)
+	if rep, err := ds.RunDue(ctx); err != nil || len(rep.Expiry) != 1 || !rep.Expiry[0].Refused {
+		t.Fatalf("RunDue = %+v, %v; want a refused run", rep, err)
+	}
+	if _, err := ds.cancel("admin-d", auth.ID, "ceiling too low"); err != nil {
+		t.Fatal(err)
+	}
+	ds.mustAuthoriseExpiry(t, dailyExpiry)
+	if rep, err := ds.RunDue(ctx); err != nil || len(rep.Expiry) != 1 || rep.Expiry[0].Refused {
+		t.Fatalf("RunDue = %+v, %v; want a run", rep, err)
+	}
+	before := mustDumpIndex(t, ds.pool)
+
+	st, pool := rebuildStore(t, ds, pgtest.NewDatabase(t))
+	rep, err := st.Reindex(ctx, store.ReindexOptions{})
+	if err != nil {
+		t.Fatalf("Reindex: %v", err)
+	}
+	if rep.DivergenceCount != 0 || rep.DataLoss != 0 {
+		t.Errorf("report: %d divergences %v, %d lost; want none", rep.DivergenceCount, rep.Divergences, rep.DataLoss)
+	}
+	after := mustDumpIndex(t, pool)
+	for _, table := range []string{"chunks", "chunk_tombstones", "deletion_requests", "deletion_approvals", "deletion_outcomes"} {
+		onlyBefore, onlyAfter := diffRows(before[table], after[table])
+		if len(onlyBefore)+len(onlyAfter) > 0 {
+			t.Errorf("%s differs after the rebuild:\nonly before: %s\nonly after:  %s", table,
+				strings.Join(onlyBefore, "\n  "), strings.Join(onlyAfter, "\n  "))
+		}
+	}
 }

@@ -171,6 +171,8 @@ func (r *reindexer) appliers() map[string]applier {
 		audit.ActionDeletionExecute:  r.deletionState,
 		audit.ActionDeletionRefused:  r.deletionState,
 		audit.ActionDeletionExecuted: r.deletionExecuted,
+		audit.ActionExpiryRun:        r.expiryRun,
+		audit.ActionExpiryRefused:    r.expiryRun,
 		"token.revoke":               r.tokenRevoke,
 		"restic.repository.create":   r.resticCreate,
 		audit.ActionResticRetention:  r.resticRetention,
