@@ -245,6 +245,63 @@ func TestAdminDeletionCommands(t *testing.T) {
 	if r := run(bob, "admin", "policies", "list"); r.err != nil || !strings.Contains(r.stdout, "standard") {
 		t.Errorf("policies list: %v\n%s", r.err, r.stdout)
 	}
+	// Routine expiry: authorised once (governance quorum and delay), then
+	// the executor removes what expires; any one admin suspends it.
+	for _, args := range [][]string{
+		{"admin", "expiry", "authorise", "--reason", "x"},                                           // no ceiling
+		{"admin", "expiry", "authorise", "--max-percent", "5"},                                      // no reason
+		{"admin", "expiry", "authorise", "--max-percent", "5", "--interval", "1m", "--reason", "x"}, // too often
+		{"admin", "expiry", "suspend", "1", "--reason", "x"},                                        // not an authorisation
+		{"admin", "expiry", "show", "--runs", "0"},
+	} {
+		if r := run(alice, append(args, rawKey("alice")...)...); r.err == nil {
+			t.Errorf("vault %s succeeded", strings.Join(args, " "))
+		}
+	}
+	if r := run(alice, "admin", "expiry", "show"); r.err != nil || !strings.Contains(r.stdout, "nothing expires by itself") {
+		t.Errorf("expiry show without authorisations: %v\n%s", r.err, r.stdout)
+	}
+	r = run(alice, append([]string{"admin", "expiry", "authorise", "--interval", "24h", "--max-percent", "100", "--max-chunks", "10",
+		"--reason", "routine expiry"}, rawKey("alice")...)...)
+	if r.err != nil || !strings.Contains(r.stdout, "kind: expiry_authorisation") || !strings.Contains(r.stdout, "max-percent: 100") {
+		t.Fatalf("expiry authorise: %v\n%s", r.err, r.stdout)
+	}
+	for tok, signer := range map[string][]string{bob: sshKey, carol: rawKey("carol")} {
+		if r := run(tok, append([]string{"admin", "deletions", "approve", "4"}, signer...)...); r.err != nil {
+			t.Fatalf("approve expiry authorisation: %v\n%s", r.err, r.stderr)
+		}
+	}
+	body = []byte("to expire")
+	if _, err := st.PutChunk(ctx, "agent", chunk.Sum(body), bytes.NewReader(body), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(7 * 24 * time.Hour)
+	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: [4]") {
+		t.Fatalf("execute expiry authorisation: %v\n%s", r.err, r.stdout)
+	}
+	clk.Advance(store.DefaultMinRetention)
+	alice, bob, carol = token(auth.RoleAdmin, "alice"), token(auth.RoleAdmin, "bob"), token(auth.RoleAdmin, "carol")
+	if r := run(bob, "admin", "execute-due"); r.err != nil {
+		t.Fatalf("execute-due with an expiry authorisation in force: %v", r.err)
+	}
+	if _, err := st.Stat(ctx, chunk.Sum(body)); err == nil {
+		t.Error("expired chunk still stored under an expiry authorisation in force")
+	}
+	r = run(carol, "admin", "expiry", "show")
+	if r.err != nil || !strings.Contains(r.stdout, "Authorisation 4: in force; every 24h0m0s, at most 100% of the stored bytes and 10 chunks") ||
+		len(table(t, r.stdout, "RUN")) != 1 {
+		t.Errorf("expiry show: %v\n%s", r.err, r.stdout)
+	}
+	if r := run(carol, append([]string{"admin", "expiry", "suspend", "4"}, rawKey("carol")...)...); r.err == nil {
+		t.Error("suspend without --reason succeeded")
+	}
+	r = run(carol, append([]string{"admin", "expiry", "suspend", "4", "--reason", "audit first"}, rawKey("carol")...)...)
+	if r.err != nil || !strings.Contains(r.stdout, "suspended by carol") {
+		t.Fatalf("expiry suspend: %v\n%s", r.err, r.stdout)
+	}
+	if r := run(alice, "admin", "expiry", "show", "--json"); r.err != nil || !strings.Contains(r.stdout, `"in_force": false`) {
+		t.Errorf("expiry show after suspension: %v\n%s", r.err, r.stdout)
+	}
 }
 
 // mustSSHKey makes an OpenSSH key pair with ssh-keygen and returns the

@@ -83,7 +83,7 @@ func commands() *cmd {
 			leaf("revoke", "[flags] TOKEN_ID", "revoke an issued token by its id (jti)", runTokenRevoke),
 			leaf("rotate-key", "[flags]", "make a new token-signing key; tokens of the old one stay valid until distrusted", runTokenRotateKey),
 		}},
-		{name: "admin", summary: "keygen; deletions: request, approve, cancel, list, show; admins; policies; execute-due", text: adminText, subs: []*cmd{
+		{name: "admin", summary: "keygen; deletions: request, approve, cancel, list, show; admins; policies; expiry; execute-due", text: adminText, subs: []*cmd{
 			{name: "keygen", args: "--out FILE", summary: "make your personal admin key (raw Ed25519); prints the public key",
 				run: func(_ context.Context, a []string, e cliEnv) error { return runKeygen(a, e.stdout, e.stderr) }},
 			{name: "deletions", summary: "request, approve, cancel, list and show deletion requests", text: adminText, subs: []*cmd{
@@ -117,7 +117,19 @@ func commands() *cmd {
 							return runPoliciesRequest(ctx, a, e.getenv, e.stdin, e.stdout, e.stderr)
 						}},
 				}},
-			leaf("execute-due", "[flags]", "run the executor now (approved requests whose delay has passed)", runExecuteDue),
+			{name: "expiry", summary: "routine expiry: authorise it (governed), suspend it (any one admin), show it and its runs", text: expiryText, subs: []*cmd{
+				{name: "authorise", args: "--interval D (--max-percent N | --max-chunks N) --reason TEXT SIGN",
+					summary: "request a standing expiry authorisation (governance quorum and delay; approve with deletions approve)",
+					run: func(ctx context.Context, a []string, e cliEnv) error {
+						return runExpiryAuthorise(ctx, a, e.getenv, e.stdin, e.stdout, e.stderr)
+					}},
+				{name: "suspend", args: "[flags] ID --reason TEXT SIGN", summary: "suspend an expiry authorisation at once (any one admin; final)",
+					run: func(ctx context.Context, a []string, e cliEnv) error {
+						return runExpirySuspend(ctx, a, e.getenv, e.stdin, e.stdout, e.stderr)
+					}},
+				leaf("show", "[--runs N] [flags]", "expiry authorisations, their terms and state, and their latest runs", runExpiryShow),
+			}},
+			leaf("execute-due", "[flags]", "run the executor now (approved requests whose delay has passed, and due expiry runs)", runExecuteDue),
 		}},
 		{name: "hash", args: "FILE... | -", summary: "print the BLAKE3 address of files, or of stdin for - (the name to PUT a chunk under)",
 			run: func(_ context.Context, a []string, e cliEnv) error { return runHash(a, e.stdin, e.stdout, e.stderr) }},

@@ -20,9 +20,26 @@ type deletionRequestJSON struct {
 	Source    string      `json:"source,omitempty"`
 	Hold      int64       `json:"hold,omitempty"`
 	Change    *changeJSON `json:"change,omitempty"`
+	Expiry    *expiryJSON `json:"expiry,omitempty"`
 	Reason    string      `json:"reason"`
 
 	Policy *policyJSON `json:"policy,omitempty"` // kind policy
+}
+
+// expiryJSON is the terms of an expiry authorisation (kind
+// expiry_authorisation).
+type expiryJSON struct {
+	Interval   string `json:"interval"`
+	MaxPercent int    `json:"max_percent,omitempty"`
+	MaxChunks  int64  `json:"max_chunks,omitempty"`
+}
+
+func (e *expiryJSON) terms() (*store.ExpiryTerms, error) {
+	d, err := time.ParseDuration(e.Interval)
+	if err != nil {
+		return nil, &store.InvalidError{Field: "expiry.interval", Reason: "must be a duration such as 24h"}
+	}
+	return &store.ExpiryTerms{Interval: store.Duration(d), MaxPercent: e.MaxPercent, MaxChunks: e.MaxChunks}, nil
 }
 
 // changeJSON is an admin-set change (kind admin_set).
@@ -85,6 +102,14 @@ func (h *handler) requestDeletion(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		t.Change = c
+	}
+	if req.Expiry != nil {
+		terms, err := req.Expiry.terms()
+		if err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+		t.Expiry = terms
 	}
 	var d store.Deletion
 	var err error
@@ -341,5 +366,35 @@ func (h *handler) executeDue(w http.ResponseWriter, r *http.Request) {
 	if rep.Executed == nil {
 		rep.Executed = []int64{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"expired": rep.Expired, "executed": rep.Executed})
+	runs, refused := []int64{}, []int64{}
+	for _, e := range rep.Expiry {
+		if e.Refused {
+			refused = append(refused, e.Run)
+		} else {
+			runs = append(runs, e.Run)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"expired": rep.Expired, "executed": rep.Executed,
+		"expiry_runs": runs, "expiry_refused": refused})
+}
+
+// listExpiry shows the expiry authorisations, newest first, each with its
+// terms, whether it is in force, and its latest runs (?runs=N, 1 to 100,
+// default 10).
+func (h *handler) listExpiry(w http.ResponseWriter, r *http.Request) {
+	runs := 10
+	if v := r.URL.Query().Get("runs"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			h.writeError(w, r, &store.InvalidError{Field: "runs", Reason: "must be 1 to 100"})
+			return
+		}
+		runs = n
+	}
+	list, err := h.store.ListExpiry(r.Context(), runs)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"authorisations": list})
 }

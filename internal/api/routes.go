@@ -150,6 +150,7 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(admin)).Post("/deletions/{id}/sign", h.signDeletion)
 		r.With(h.require(admin)).Post("/deletions/{id}/approve", h.approveDeletion)
 		r.With(h.require(admin)).Post("/deletions/{id}/cancel", h.cancelDeletion)
+		r.With(h.require(auditor, admin)).Get("/expiry", h.listExpiry)
 
 		r.With(h.require(auditor, admin)).Get("/admins", h.adminSet)
 

@@ -281,6 +281,10 @@ const (
 	SkipNotFound           = "not_found"
 	SkipAlreadyDeleted     = "already_deleted"
 	SkipNotTargeted        = "not_targeted"
+	// An expiry run's: its authorisation was suspended, or it reached its
+	// ceiling.
+	SkipSuspended = "suspended"
+	SkipCeiling   = "ceiling"
 )
 
 // ChunkSkip says why, by the log, executing deletion id must not delete
@@ -329,6 +333,14 @@ func (r *Replay) ChunkSkip(id int64, h chunk.Hash, now time.Time, refs Refs) str
 		return SkipHeld
 	case inSnap && snapRetain.UnixMicro() > nowUs:
 		return SkipInRetainedSnapshot
+	}
+	if auth := del.auth; auth != nil {
+		switch {
+		case auth.cancelled:
+			return SkipSuspended
+		case del.maxChunks >= 0 && del.removedN >= del.maxChunks, del.maxBytes >= 0 && del.removedSum+c.size > del.maxBytes:
+			return SkipCeiling
+		}
 	}
 	return ""
 }

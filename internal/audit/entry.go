@@ -56,6 +56,12 @@ const (
 	ActionDeletionExecuted = "deletion.executed"
 	ActionDeletionRefused  = "deletion.refused"
 	ActionDeletionExpire   = "deletion.expire"
+	// ActionExpiryRun starts a run of an expiry authorisation in force:
+	// a request of kind expired that takes its authority from the
+	// authorisation (ExpiryRun). ActionExpiryRefused records a run refused
+	// above its ceiling; it changes nothing.
+	ActionExpiryRun     = "expiry.run"
+	ActionExpiryRefused = "expiry.refused"
 	// Damage found and healed (scrub and self-healing): they change no
 	// rule of the replay, and are kept so that auditors see every
 	// detection, repair and finished scrub pass.
@@ -111,6 +117,14 @@ type ChunkCommit struct {
 	ChunkSeq    int64     `json:"chunk_seq"`
 	PackID      int64     `json:"pack_id,omitempty"`
 	PackOffset  int64     `json:"pack_offset,omitempty"`
+}
+
+// ExpiryRun is the details of an expiry.run entry.
+type ExpiryRun struct {
+	DeletionID      int64  `json:"deletion_id"`
+	AuthorisationID int64  `json:"authorisation_id"`
+	Digest          string `json:"digest"`
+	Targets         string `json:"targets"`
 }
 
 // ChunkRemove is the details of a chunk.remove entry, written by the

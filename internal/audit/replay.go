@@ -71,6 +71,13 @@ type deletion struct {
 	executed  bool
 	changed   bool         // an admin_set request whose new version is in the log
 	removed   []chunk.Hash // its chunk.remove entries, in order
+	// An expiry authorisation: when its latest run started.
+	lastRun time.Time
+	// An expiry run: its authorisation, its ceilings (-1: none) and what
+	// it removed so far.
+	auth                 *deletion
+	maxChunks, maxBytes  int64
+	removedN, removedSum int64
 }
 
 type chunkState struct {
@@ -216,6 +223,8 @@ func (r *Replay) Apply(e Entry) {
 		err = r.expire(e)
 	case ActionDeletionExecute:
 		err = r.execute(e)
+	case ActionExpiryRun:
+		err = r.expiryRun(e)
 	case ActionDeletionExecuted:
 		var d struct {
 			ID int64 `json:"deletion_id"`
@@ -314,6 +323,18 @@ func (r *Replay) chunkRemove(e Entry) error {
 		r.find(e.Seq, RuleChunkRemoved, "chunk %s removed by deletion %d of kind %s", h, d.DeletionID, del.kind)
 	default:
 		del.removed = append(del.removed, h)
+		if auth := del.auth; auth != nil {
+			del.removedN++
+			del.removedSum += r.chunk(h).size
+			switch {
+			case auth.cancelled:
+				r.find(e.Seq, RuleChunkRemoved, "chunk %s removed by expiry run %d after its authorisation %d was suspended",
+					h, d.DeletionID, auth.id)
+			case del.maxChunks >= 0 && del.removedN > del.maxChunks, del.maxBytes >= 0 && del.removedSum > del.maxBytes:
+				r.find(e.Seq, RuleChunkRemoved, "chunk %s removed by expiry run %d above its ceiling (%d chunks, %d bytes)",
+					h, d.DeletionID, del.maxChunks, del.maxBytes)
+			}
+		}
 	}
 	c := r.chunk(h)
 	if c.retain > e.At.UnixMicro() {

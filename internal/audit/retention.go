@@ -17,7 +17,7 @@ const KindPolicy = "policy"
 // governed and the SQL list kind IN ('admin_set','policy',
 // 'expiry_authorisation') say the same.
 func Governed(kind string) bool {
-	return kind == "admin_set" || kind == "policy" || kind == "expiry_authorisation"
+	return kind == KindAdminSet || kind == KindPolicy || kind == KindExpiryAuthorisation
 }
 
 // RetentionPolicy is a retention policy as a policy request names it: the

@@ -19,7 +19,44 @@ const (
 	KindExpired     = "expired"
 	KindHoldRelease = "hold_release"
 	KindAdminSet    = "admin_set"
+	// KindExpiryAuthorisation is a standing authorisation of routine
+	// expiry: executed, it stays in force until an admin suspends it, and
+	// each of its runs is a request of kind expired.
+	KindExpiryAuthorisation = "expiry_authorisation"
 )
+
+// Bounds of expiry terms.
+const (
+	// MinExpiryInterval keeps runs from being so frequent that the per-run
+	// ceiling stops meaning anything.
+	MinExpiryInterval = time.Hour
+	MaxExpiryInterval = 366 * 24 * time.Hour
+)
+
+// ExpiryTerms are what an expiry authorisation allows: a run at most every
+// Interval, each removing at most MaxPercent of the stored bytes and at
+// most MaxChunks chunks (0: that ceiling is not set; at least one is). A
+// run whose candidates exceed a ceiling removes nothing.
+type ExpiryTerms struct {
+	Interval   time.Duration
+	MaxPercent int
+	MaxChunks  int64
+}
+
+// Check refuses terms the canonical text cannot hold.
+func (e ExpiryTerms) Check() error {
+	switch {
+	case e.Interval < MinExpiryInterval || e.Interval > MaxExpiryInterval:
+		return &PolicyError{Field: "interval", Reason: fmt.Sprintf("must be between %s and %s", MinExpiryInterval, MaxExpiryInterval)}
+	case e.MaxPercent < 0 || e.MaxPercent > 100:
+		return &PolicyError{Field: "max_percent", Reason: "must be between 0 and 100"}
+	case e.MaxChunks < 0:
+		return &PolicyError{Field: "max_chunks", Reason: "must not be negative"}
+	case e.MaxPercent == 0 && e.MaxChunks == 0:
+		return &PolicyError{Field: "max_percent", Reason: "a ceiling is required: max_percent, max_chunks or both"}
+	}
+	return nil
+}
 
 // targetsHeader is the first line of every targets text.
 const targetsHeader = "wormvault-deletion-targets v1"
@@ -36,6 +73,7 @@ type Targets struct {
 	Change    *AdminChange // admin_set
 
 	Policy *RetentionPolicy // policy
+	Expiry *ExpiryTerms     // expiry_authorisation
 }
 
 // Canonical returns the frozen text of t: a header line, the kind, then
@@ -102,6 +140,16 @@ func (t Targets) Canonical() (string, error) {
 		if err := t.Policy.canonical(&b); err != nil {
 			return "", err
 		}
+	case KindExpiryAuthorisation:
+		if t.Expiry == nil {
+			return "", errors.New("no expiry terms")
+		}
+		if err := t.Expiry.Check(); err != nil {
+			return "", err
+		}
+		b.WriteString("interval: " + t.Expiry.Interval.String() + "\n")
+		b.WriteString("max-percent: " + strconv.Itoa(t.Expiry.MaxPercent) + "\n")
+		b.WriteString("max-chunks: " + strconv.FormatInt(t.Expiry.MaxChunks, 10) + "\n")
 	default:
 		return "", fmt.Errorf("unknown kind %q", t.Kind)
 	}
@@ -143,6 +191,18 @@ func ParseTargets(text string) (Targets, error) {
 			}
 		case "hold":
 			t.Hold, err = strconv.ParseInt(v, 10, 64)
+		case "interval", "max-percent", "max-chunks":
+			if t.Expiry == nil {
+				t.Expiry = &ExpiryTerms{}
+			}
+			switch k {
+			case "interval":
+				t.Expiry.Interval, err = time.ParseDuration(v)
+			case "max-percent":
+				t.Expiry.MaxPercent, err = strconv.Atoi(v)
+			default:
+				t.Expiry.MaxChunks, err = strconv.ParseInt(v, 10, 64)
+			}
 		default:
 			if t.Kind == KindPolicy {
 				if t.Policy == nil {

@@ -32,12 +32,21 @@ type Deletion struct {
 	RequestedByAdmin  *string    `json:"requested_by_admin,omitempty"`
 	CancelledByAdmin  *string    `json:"cancelled_by_admin,omitempty"`
 	Refusal           *string    `json:"refusal,omitempty"`
+	AuthorisationID   *int64     `json:"authorisation_id,omitempty"`
 	Report            *struct {
 		Deleted      int64            `json:"deleted"`
 		Skipped      map[string]int64 `json:"skipped"`
 		BytesFreed   int64            `json:"bytes_freed"`
 		Snapshots    int64            `json:"snapshots_deleted"`
 		HoldReleased bool             `json:"hold_released"`
+		Stopped      string           `json:"stopped,omitempty"`
+		Ceiling      *struct {
+			Candidates     int64 `json:"candidates"`
+			CandidateBytes int64 `json:"candidate_bytes"`
+			StoredBytes    int64 `json:"stored_bytes"`
+			MaxChunks      int64 `json:"max_chunks"`
+			MaxBytes       int64 `json:"max_bytes"`
+		} `json:"ceiling,omitempty"`
 	} `json:"report,omitempty"`
 	Approvals []struct {
 		Approver   string    `json:"approver"`
@@ -60,9 +69,42 @@ type DeletionRequest struct {
 	Source    string       `json:"source,omitempty"`
 	Hold      int64        `json:"hold,omitempty"`
 	Change    *AdminChange `json:"change,omitempty"`
+	Expiry    *ExpiryTerms `json:"expiry,omitempty"`
 	Reason    string       `json:"reason"`
 
 	Policy *RetentionPolicy `json:"policy,omitempty"` // kind policy
+}
+
+// ExpiryTerms are an expiry authorisation's terms (kind
+// expiry_authorisation): a run at most every Interval (a duration such as
+// "24h"), each removing at most MaxPercent of the stored bytes and at most
+// MaxChunks chunks (0: not set; at least one is).
+type ExpiryTerms struct {
+	Interval   string `json:"interval"`
+	MaxPercent int    `json:"max_percent,omitempty"`
+	MaxChunks  int64  `json:"max_chunks,omitempty"`
+}
+
+// Expiry is an expiry authorisation with its latest runs.
+type Expiry struct {
+	Authorisation Deletion     `json:"authorisation"`
+	Terms         *ExpiryTerms `json:"terms"`
+	InForce       bool         `json:"in_force"`
+	Runs          []Deletion   `json:"runs"`
+}
+
+// Expiry lists the expiry authorisations, newest first, each with at most
+// runs of its latest runs (0: the server's default).
+func (c *Client) Expiry(ctx context.Context, runs int) ([]Expiry, error) {
+	q := url.Values{}
+	if runs > 0 {
+		q.Set("runs", strconv.Itoa(runs))
+	}
+	var out struct {
+		Authorisations []Expiry `json:"authorisations"`
+	}
+	err := c.getJSON(ctx, "/v1/expiry", q, &out)
+	return out.Authorisations, err
 }
 
 // AdminChange is an admin-set change (kind admin_set).

@@ -21,6 +21,20 @@ import (
 // takes the governance quorum and delay.
 const DeleteAdminSet = "admin_set"
 
+// DeletionKind is what a request targets (DeleteChunks, ...): the kinds
+// are untyped string constants, and this names them where it helps.
+type DeletionKind = string
+
+// governed reports whether requests of kind k take the admin set's
+// governance quorum and delay rather than its deletion quorum and delay:
+// changes to who governs and to the rules, and standing authorisations,
+// are as dangerous as the deletions they enable. The database's list is
+// kind IN ('admin_set','policy','expiry_authorisation'); the journal's
+// replay applies the same (audit.Governed).
+func governed(k DeletionKind) bool {
+	return audit.Governed(k)
+}
+
 // StateRefused: the executor found a scheduled request whose signatures do
 // not verify (rows edited in the database, a signer no longer an admin) and
 // refused it. Terminal.

@@ -24,6 +24,9 @@ const (
 	DeleteSnapshots   = "snapshots"    // a list of snapshots, and their chunks no longer needed
 	DeleteExpired     = "expired"      // everything whose retention ended before a time, for a source or the vault
 	DeleteHoldRelease = "hold_release" // releasing a legal hold
+	// DeleteExpiryAuthorisation is a standing authorisation of routine
+	// expiry (expiry.go): governed, and in force once executed.
+	DeleteExpiryAuthorisation = "expiry_authorisation"
 )
 
 // Deletion states, in lifecycle order.
@@ -67,6 +70,7 @@ type DeletionTargets struct {
 	Change    *AdminChange // DeleteAdminSet
 
 	Policy *RetentionPolicy // DeletePolicy
+	Expiry *ExpiryTerms     // DeleteExpiryAuthorisation
 }
 
 // canonical returns the frozen text that approvers approve: a header line,
@@ -117,8 +121,13 @@ func (t DeletionTargets) check(maxList int) error {
 			return invalid("policy", "is required")
 		}
 		return policyErr(t.Policy.audit().Check())
+	case DeleteExpiryAuthorisation:
+		if t.Expiry == nil {
+			return invalid("expiry", "is required")
+		}
+		return policyErr(t.Expiry.audit().Check())
 	default:
-		return invalid("kind", "must be chunks, snapshots, expired, hold_release, admin_set or policy")
+		return invalid("kind", "must be chunks, snapshots, expired, hold_release, admin_set, policy or expiry_authorisation")
 	}
 	return nil
 }
@@ -133,6 +142,10 @@ func (t DeletionTargets) audit() audit.Targets {
 	if t.Policy != nil {
 		p := t.Policy.audit()
 		at.Policy = &p
+	}
+	if t.Expiry != nil {
+		e := t.Expiry.audit()
+		at.Expiry = &e
 	}
 	return at
 }
@@ -152,6 +165,9 @@ func parseTargets(text string) (DeletionTargets, error) {
 	if p := at.Policy; p != nil {
 		rp := retentionPolicyOf(*p)
 		t.Policy = &rp
+	}
+	if e := at.Expiry; e != nil {
+		t.Expiry = expiryTermsOf(*e)
 	}
 	return t, nil
 }
@@ -189,7 +205,10 @@ type Deletion struct {
 	CancelSignature  []byte     `json:"cancel_signature,omitempty" db:"cancel_signature"`
 	RefusedAt        *time.Time `json:"refused_at,omitempty" db:"refused_at"`
 	Refusal          *string    `json:"refusal,omitempty" db:"refusal"`
-	Approvals        []Approval `json:"approvals" db:"-"`
+	// AuthorisationID is, for a routine expiry run, the expiry
+	// authorisation it ran under.
+	AuthorisationID *int64     `json:"authorisation_id,omitempty" db:"authorisation_id"`
+	Approvals       []Approval `json:"approvals" db:"-"`
 	// Affected is an estimate made at request time: how many objects and
 	// bytes the targets named then.
 	Affected *Affected `json:"affected,omitempty" db:"-"`
@@ -219,6 +238,12 @@ type ExecReport struct {
 	HoldReleased bool             `json:"hold_released,omitempty"`
 	// AdminSetVersion is the admin-set version an admin_set request made.
 	AdminSetVersion int64 `json:"admin_set_version,omitempty"`
+	// Ceiling is, for an expiry run, what it measured against its
+	// authorisation's ceilings before it started.
+	Ceiling *RunCeiling `json:"ceiling,omitempty"`
+	// Stopped says why an expiry run stopped before the end
+	// ("suspended": its authorisation was suspended while it ran).
+	Stopped string `json:"stopped,omitempty"`
 }
 
 // hexBytes is a byte string shown as hex in JSON.
@@ -257,7 +282,7 @@ func (d *Duration) ScanInterval(v pgtype.Interval) error {
 const deletionColumns = `id, kind, targets, digest, reason, requested_by, requested_at, approvals_required,
 	delay, expires_at, state, scheduled_at, executes_at, cancelled_at, cancelled_by, cancel_reason, executed_at, report,
 	admin_set_version, requested_by_admin, request_format, request_signature, cancelled_by_admin, cancel_format,
-	cancel_signature, refused_at, refusal`
+	cancel_signature, refused_at, refusal, authorisation_id`
 
 // RequestDeletion records a request to delete targets (or, of kind
 // admin_set, to change the admin set), frozen and digested, under the
@@ -298,7 +323,7 @@ func (s *Store) RequestDeletion(ctx context.Context, actor string, t DeletionTar
 			// No admins enrolled: the request is recorded but can never be
 			// signed, so it can never execute.
 			if governed(t.Kind) {
-				return fmt.Errorf("the vault has no admin set to sign a governed change: %w", ErrConflict)
+				return fmt.Errorf("the vault has no admin set to approve a %s request: %w", t.Kind, ErrConflict)
 			}
 		default:
 			return err
@@ -483,7 +508,9 @@ func (s *Store) CancelDeletion(ctx context.Context, actor string, id int64, reas
 		if err != nil {
 			return err
 		}
-		if d.State != StateRequested && d.State != StateScheduled {
+		// An expiry authorisation in force (executing) is cancelled like a
+		// request in flight: that is its suspension.
+		if d.State != StateRequested && d.State != StateScheduled && !d.inForce() {
 			return fmt.Errorf("deletion %d is %s and can no longer be cancelled: %w", id, d.State, ErrConflict)
 		}
 		if d.AdminSetVersion == nil {

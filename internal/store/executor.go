@@ -37,7 +37,10 @@ const executeBatch = 1000
 // RunReport tells what RunDue did.
 type RunReport struct {
 	Expired  []int64 // requests that ran out of time for their quorum
-	Executed []int64 // requests executed to completion
+	Executed []int64 // requests executed to completion (an expiry authorisation: put in force)
+	// Expiry are the routine expiry runs started, and refused, under the
+	// expiry authorisations in force.
+	Expiry []ExpiryRun
 }
 
 // RunDue expires requests whose quorum did not come in time and executes
@@ -67,13 +70,22 @@ func (s *Store) runDue(ctx context.Context) (RunReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	// An expiry authorisation in force stays executing: it is not an
+	// interrupted execution (its runs are, when interrupted).
 	rows, _ := s.pool.Query(ctx, `SELECT id FROM deletion_requests
-		WHERE (state = 'scheduled' AND executes_at <= $1) OR state = 'executing' ORDER BY executes_at, id`, now)
+		WHERE ((state = 'scheduled' AND executes_at <= $1) OR state = 'executing')
+		  AND NOT (kind = 'expiry_authorisation' AND state = 'executing')
+		ORDER BY executes_at, id`, now)
 	due, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		return rep, dbErr("list due deletions", err)
 	}
-	if len(due) == 0 {
+	var inForce bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM deletion_requests
+		WHERE kind = 'expiry_authorisation' AND state = 'executing')`).Scan(&inForce); err != nil {
+		return rep, dbErr("list expiry authorisations", err)
+	}
+	if len(due) == 0 && !inForce {
 		return rep, nil
 	}
 	if s.opts.Journal == nil || s.opts.Genesis == nil {
@@ -96,7 +108,10 @@ func (s *Store) runDue(ctx context.Context) (RunReport, error) {
 			rep.Executed = append(rep.Executed, id)
 		}
 	}
-	return rep, nil
+	if inForce {
+		rep.Expiry, err = s.runExpiries(ctx, v, now)
+	}
+	return rep, err
 }
 
 func (s *Store) expireStale(ctx context.Context, now time.Time) ([]int64, error) {
@@ -205,8 +220,13 @@ func (s *Store) execute(ctx context.Context, id int64, v *journalView) (bool, er
 		case d.ExecutesAt.After(now):
 			return fmt.Errorf("deletion %d executes at %s: %w", id, d.ExecutesAt.UTC().Format(time.RFC3339), ErrConflict)
 		}
-		if refusal = s.verifyForExecution(ctx, tx, d); refusal == nil {
-			refusal, wait = s.verifyFromJournal(v, d, now)
+		switch {
+		case d.AuthorisationID != nil:
+			refusal = s.verifyRun(ctx, tx, v, d)
+		default:
+			if refusal = s.verifyForExecution(ctx, tx, d); refusal == nil {
+				refusal, wait = s.verifyFromJournal(v, d, now)
+			}
 		}
 		if wait != nil {
 			return nil
@@ -266,6 +286,14 @@ func (s *Store) execute(ctx context.Context, id int64, v *journalView) (bool, er
 			"verdict", v.r.MayExecute(id, now).Reason)
 		return false, fmt.Errorf("store: deletion %d: %w: the journal does not show its execution as valid", id, ErrIntegrity)
 	}
+	if d.Kind == DeleteExpiryAuthorisation {
+		// Executed, an authorisation is in force: its runs do the work.
+		s.log.WarnContext(ctx, "expiry authorisation in force: the executor now removes what expires, on its terms; "+
+			"any admin can suspend it", "deletion_id", id)
+		d, _ = s.GetDeletion(ctx, id)
+		s.notify(ctx, "expiry.in_force", "executor", d)
+		return true, nil
+	}
 	s.log.WarnContext(ctx, "executing deletion", "deletion_id", id, "kind", d.Kind)
 
 	t, err := targetsOf(v, id)
@@ -273,6 +301,9 @@ func (s *Store) execute(ctx context.Context, id int64, v *journalView) (bool, er
 		return false, err
 	}
 	jc := &journalCheck{v: v}
+	if d.AuthorisationID != nil {
+		jc.auth = *d.AuthorisationID
+	}
 	if err := s.refresh(ctx, jc, id, now); err != nil {
 		if errors.Is(err, ErrIntegrity) {
 			s.alarm(ctx, "cannot read what the journal's snapshots reference; the deletion goes no further", "deletion_id", id, "err", err)
@@ -280,7 +311,10 @@ func (s *Store) execute(ctx context.Context, id int64, v *journalView) (bool, er
 		return false, err
 	}
 	rep := ExecReport{Skipped: map[string]int64{}}
-	if err := s.executeTargets(ctx, id, now, t, &rep, jc); err != nil {
+	if err := s.executeTargets(ctx, id, now, t, &rep, jc); errors.Is(err, errRunSuspended) {
+		rep.Stopped = "suspended"
+		s.log.WarnContext(ctx, "expiry run stopped: its authorisation was suspended", "deletion_id", id, "authorisation_id", jc.auth)
+	} else if err != nil {
 		return false, err
 	}
 	freed, err := s.removeContent(ctx, v, id, now)
@@ -343,6 +377,10 @@ func (s *Store) executeTargets(ctx context.Context, id int64, now time.Time, t D
 		return s.applyAdminChange(ctx, id, now, t.Change, rep, jc.v)
 	case DeletePolicy:
 		return s.applyPolicyChange(ctx, id, now, t.Policy, rep)
+	case DeleteExpiryAuthorisation:
+		// In force once executed (execute stops before the targets): its
+		// runs, requests of kind expired, do the work.
+		return nil
 	case DeleteHoldRelease:
 		return s.releaseHold(ctx, id, now, t.Hold)
 	case DeleteChunks:
@@ -432,6 +470,9 @@ type classified struct {
 // the chunk.remove entries are the journal's record of what content the
 // execution may remove); every object gets its outcome.
 func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []chunk.Hash, jc *journalCheck) error {
+	if s.beforeDeleteBatch != nil {
+		s.beforeDeleteBatch(id)
+	}
 	if err := s.refresh(ctx, jc, id, now); err != nil {
 		return err
 	}
@@ -446,14 +487,35 @@ func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []
 		if err != nil {
 			return err
 		}
+		// An expiry run stops once its authorisation is suspended (the lock
+		// orders this batch and the suspension), and removes no more than
+		// the journal's ceiling allows.
+		left := budget{chunks: -1, bytes: -1}
+		if jc.auth != 0 {
+			var state string
+			if err := tx.QueryRow(ctx, "SELECT state FROM deletion_requests WHERE id = $1 FOR SHARE", jc.auth).Scan(&state); err != nil {
+				return err
+			}
+			if state != StateExecuting {
+				return errRunSuspended
+			}
+			left.chunks, left.bytes, _, _ = jc.v.r.RunBudget(id)
+		}
 		var ok [][]byte
 		var objs, outcomes, reasons []string
 		for _, c := range cs {
 			h, _ := chunk.FromBytes(c.Hash)
 			skip := c.Skip
-			if js := jc.v.r.ChunkSkip(id, h, now, jc.refs); skip == "" && js != "" {
+			switch js := jc.v.r.ChunkSkip(id, h, now, jc.refs); {
+			case skip != "" || js == "":
+			case js == audit.SkipCeiling || js == audit.SkipSuspended:
+				skip = js // the run's limits, not a disagreement
+			default:
 				skip = SkipJournal + js
 				disagree = append(disagree, h.String()+" "+js)
+			}
+			if skip == "" && !left.take(jc.v.r.Chunk(h).Size) {
+				skip = audit.SkipCeiling
 			}
 			if skip == "" {
 				ok = append(ok, c.Hash)
@@ -488,6 +550,9 @@ func (s *Store) deleteChunks(ctx context.Context, id int64, now time.Time, hs []
 	if err == nil && len(disagree) > 0 {
 		s.alarm(ctx, "the index would delete chunks that the data directory's journal keeps; they are kept",
 			"deletion_id", id, "count", len(disagree), "first", disagree[:min(len(disagree), 10)])
+	}
+	if errors.Is(err, errRunSuspended) {
+		return err
 	}
 	return dbErr("delete chunks", err)
 }

@@ -160,6 +160,9 @@ func targetsOf(v *journalView, id int64) (DeletionTargets, error) {
 		rp := retentionPolicyOf(*p)
 		dt.Policy = &rp
 	}
+	if e := t.Expiry; e != nil {
+		dt.Expiry = expiryTermsOf(*e)
+	}
 	return dt, nil
 }
 
@@ -171,6 +174,8 @@ type journalCheck struct {
 	refs audit.Refs
 	of   *audit.Replay
 	gen  int64
+	// auth is, for an expiry run, its authorisation.
+	auth int64
 }
 
 // refresh catches the journal up and, if snapshots or holds changed since

@@ -60,6 +60,11 @@ type Metrics struct {
 	// orphans is the number of chunks whose content is durable but whose
 	// row failed to commit, waiting to be adopted (online.go).
 	orphans prometheus.Gauge
+	// expiryRuns counts routine expiry runs started; expiryRefused those
+	// refused because their candidates exceeded the ceiling (an alarm:
+	// something expired far more than the authorisation expects).
+	expiryRuns    prometheus.Counter
+	expiryRefused prometheus.Counter
 }
 
 // NewMetrics creates the store's metrics and registers them with reg (if
@@ -140,10 +145,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wormvault_orphans_pending",
 			Help: "Chunks whose content is durable but whose index row failed to commit, waiting to be adopted once the index answers.",
 		}),
+		expiryRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_expiry_runs_total", Help: "Routine expiry runs started under an expiry authorisation (since start).",
+		}),
+		expiryRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wormvault_expiry_runs_refused_total",
+			Help: "Routine expiry runs refused because their candidates exceeded the authorisation's per-run ceiling (since start).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.orphans)
-		reg.MustRegister(m.executorRuns, m.executorFailures)
+		reg.MustRegister(m.executorRuns, m.executorFailures, m.expiryRuns, m.expiryRefused)
 		reg.MustRegister(m.spaceRefusals, m.commitTimeouts)
 		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.damagedOpen, m.repaired, m.readsRefused,
 			m.scrubBytes, m.scrubChunks, m.scrubLastFullPass, m.contentMissing, m.groupSize, m.MissingAtReconcile,

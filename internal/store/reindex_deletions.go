@@ -120,6 +120,50 @@ func (r *reindexer) deletionRequest(ctx context.Context, tx pgx.Tx, e audit.Entr
 	return err
 }
 
+// expiryRun replays expiry.run and expiry.refused: a routine expiry run's
+// request, executing (its deletion.executed entry finishes it) or refused
+// above its ceiling.
+func (r *reindexer) expiryRun(ctx context.Context, tx pgx.Tx, e audit.Entry) error {
+	var d struct {
+		ID                int64     `json:"deletion_id"`
+		Authorisation     int64     `json:"authorisation_id"`
+		Digest            string    `json:"digest"`
+		Targets           string    `json:"targets"`
+		Reason            string    `json:"reason"`
+		ApprovalsRequired int       `json:"approvals_required"`
+		Delay             string    `json:"delay"`
+		AdminSetVersion   *int64    `json:"admin_set_version"`
+		ExpiresAt         time.Time `json:"expires_at"`
+		Refusal           string    `json:"refusal"`
+		RunCeiling
+	}
+	if err := decode(e, &d); err != nil {
+		return err
+	}
+	digest, err1 := hex.DecodeString(d.Digest)
+	delay, err2 := time.ParseDuration(d.Delay)
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("%w: %w", errEntry, err)
+	}
+	args := pgx.NamedArgs{
+		"id": d.ID, "targets": d.Targets, "digest": digest, "reason": d.Reason, "by": e.Actor, "at": e.At,
+		"quorum": d.ApprovalsRequired, "delay": delay, "expires": d.ExpiresAt, "version": d.AdminSetVersion,
+		"auth": d.Authorisation, "state": StateExecuting, "refusal": nil, "report": nil, "refused_at": nil,
+	}
+	if e.Action == audit.ActionExpiryRefused {
+		c := d.RunCeiling
+		args["state"], args["refusal"], args["refused_at"] = StateRefused, d.Refusal, e.At
+		args["report"] = ExecReport{Skipped: map[string]int64{}, Ceiling: &c}
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO deletion_requests
+		(id, kind, targets, digest, reason, requested_by, requested_at, approvals_required, delay, expires_at, admin_set_version,
+		 authorisation_id, state, refused_at, refusal, report)
+		OVERRIDING SYSTEM VALUE
+		VALUES (@id, 'expired', @targets, @digest, @reason, @by, @at, @quorum, @delay, @expires, @version,
+		 @auth, @state, @refused_at, @refusal, @report)`, args)
+	return err
+}
+
 // signedDetails are the details of a signed action (signatureDetails).
 type signedDetails struct {
 	DeletionID int64  `json:"deletion_id"`

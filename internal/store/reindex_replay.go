@@ -171,6 +171,8 @@ func (r *reindexer) appliers() map[string]applier {
 		audit.ActionDeletionExecute:  r.deletionState,
 		audit.ActionDeletionRefused:  r.deletionState,
 		audit.ActionDeletionExecuted: r.deletionExecuted,
+		audit.ActionExpiryRun:        r.expiryRun,
+		audit.ActionExpiryRefused:    r.expiryRun,
 		"token.revoke":               r.tokenRevoke,
 		"retention_policy.set":       r.retentionPolicy,
 		"retention_policy.change":    r.retentionPolicy,

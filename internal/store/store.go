@@ -204,6 +204,10 @@ type Store struct {
 	executing atomic.Int32
 	// exec is the executor's memory of what it already alarmed about.
 	exec execAlarms
+	// beforeDeleteBatch, set only by tests (export_test.go), runs before
+	// each batch of chunk deletions: races with the executor are made
+	// deterministic with it.
+	beforeDeleteBatch func(deletion int64)
 
 	rev revocations
 
