@@ -112,6 +112,9 @@ type Options struct {
 	Reserve Reserve
 	// SpaceCacheTTL is how long a free-space reading is reused.
 	SpaceCacheTTL time.Duration
+	// QuotaCacheTTL is how long the quota settings are reused (see
+	// quota.go).
+	QuotaCacheTTL time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -161,6 +164,9 @@ func (o *Options) setDefaults() {
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = DefaultCommitTimeout
 	}
+	if o.QuotaCacheTTL == 0 {
+		o.QuotaCacheTTL = DefaultQuotaCacheTTL
+	}
 }
 
 // lookupCtx bounds one index look-up of a request: besides the pool's
@@ -204,6 +210,9 @@ type Store struct {
 	// space caches the free-space reading and holds the read-only state:
 	// see space.go.
 	space spaceGuard
+
+	// quotas caches the quota settings: see quota.go.
+	quotas quotaCache
 }
 
 // New returns a Store over an open pool and blob store. metrics may be nil.
@@ -378,7 +387,7 @@ func isStoreErr(err error) bool {
 		missing *MissingChunksError
 	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
-		ErrUnavailable, ErrCorrupt, ErrDamaged, ErrContentMissing, ErrTooLarge, ErrInsufficientStorage, ErrSelfApproval, ErrClockSkew,
+		ErrUnavailable, ErrCorrupt, ErrDamaged, ErrContentMissing, ErrTooLarge, ErrInsufficientStorage, ErrQuotaExceeded, ErrSelfApproval, ErrClockSkew,
 		ErrRequiresApproval, ErrBadSignature, ErrIntegrity, ErrAuditTree, ErrAuditChainBroken, ErrRollback} {
 		if errors.Is(err, e) {
 			return true
