@@ -258,10 +258,9 @@ func (s *Store) admitQuota(ctx context.Context, subject string, h chunk.Hash, si
 
 // admitBatchQuota refuses, with a *QuotaError each, the new chunks of a
 // batch that the uploader's quota cannot take, in order: chunks already
-// stored, and each chunk that still fits, are admitted. ok lists the
-// items still to store (results[i].Err == nil). It returns the first
-// refusal if every chunk to store was refused, so that the whole request
-// is answered with it.
+// stored, and each chunk that still fits, are admitted; results[i].Err
+// is set for the others. It returns the first refusal if every chunk to
+// store was refused, so that the whole request is answered with it.
 func (s *Store) admitBatchQuota(ctx context.Context, uploader string, items []BatchItem, results []BatchResult, now time.Time) error {
 	c, err := s.checkQuota(ctx, uploader, now)
 	if err != nil || !c.limited {
