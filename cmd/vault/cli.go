@@ -83,7 +83,7 @@ func commands() *cmd {
 			leaf("revoke", "[flags] TOKEN_ID", "revoke an issued token by its id (jti)", runTokenRevoke),
 			leaf("rotate-key", "[flags]", "make a new token-signing key; tokens of the old one stay valid until distrusted", runTokenRotateKey),
 		}},
-		{name: "admin", summary: "keygen; deletions: request, approve, cancel, list, show; admins; policies; expiry; execute-due", text: adminText, subs: []*cmd{
+		{name: "admin", summary: "keygen; deletions: request, approve, cancel, list, show; admins; policies; expiry; quotas; execute-due", text: adminText, subs: []*cmd{
 			{name: "keygen", args: "--out FILE", summary: "make your personal admin key (raw Ed25519); prints the public key",
 				run: func(_ context.Context, a []string, e cliEnv) error { return runKeygen(a, e.stdout, e.stderr) }},
 			{name: "deletions", summary: "request, approve, cancel, list and show deletion requests", text: adminText, subs: []*cmd{
@@ -130,6 +130,11 @@ func commands() *cmd {
 				leaf("show", "[--runs N] [flags]", "expiry authorisations, their terms and state, and their latest runs", runExpiryShow),
 			}},
 			leaf("execute-due", "[flags]", "run the executor now (approved requests whose delay has passed, and due expiry runs)", runExecuteDue),
+			{name: "quotas", summary: "set, show and list the quotas of token subjects (bytes per UTC day, bytes stored)", text: quotasText, subs: []*cmd{
+				leaf("set", "SUBJECT --daily SIZE|none --total SIZE|none [--reason TEXT] [flags]", "replace a subject's quota (admin token; audited, no approval needed)", runQuotasSet),
+				leaf("show", "[flags] SUBJECT", "a subject's quota and its usage today and in total", runQuotasShow),
+				leaf("list", "[flags]", "every subject with a quota or stored content, with its usage", runQuotasList),
+			}},
 		}},
 		{name: "hash", args: "FILE... | -", summary: "print the BLAKE3 address of files, or of stdin for - (the name to PUT a chunk under)",
 			run: func(_ context.Context, a []string, e cliEnv) error { return runHash(a, e.stdin, e.stdout, e.stderr) }},

@@ -242,9 +242,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		CheckpointKey:    ckpt.vkey,
 		CheckpointMaxAge: checkpointMaxAge,
 
-		MinBodyRate:   cfg.MinBodyRate,
-		BodyRateGrace: cfg.BodyRateGrace,
-		BatchMemory:   cfg.BatchMemory,
+		MinBodyRate:         cfg.MinBodyRate,
+		BodyRateGrace:       cfg.BodyRateGrace,
+		MaxRequestsPerToken: cfg.MaxRequestsPerToken,
+		BatchMemory:         cfg.BatchMemory,
 	})
 	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
 	go st.WatchRevocations(ctx)
@@ -371,9 +372,10 @@ func startHTTP(ln net.Listener, h http.Handler, cfg config.Serve, log *slog.Logg
 	hs.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		// Bodies are bounded by the minimum body rate (api), not by a
-		// fixed read timeout: a large chunk on a slow link may take long.
-		ReadTimeout:    15 * time.Minute,
+		// Bodies are bounded by the minimum body rate (api) first; the
+		// read timeout is the backstop (--read-timeout), long enough for
+		// a large chunk on a slow link.
+		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   15 * time.Minute,
 		IdleTimeout:    cfg.IdleTimeout,
 		MaxHeaderBytes: 64 << 10,

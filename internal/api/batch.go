@@ -100,8 +100,8 @@ func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
 	// The batch as a whole succeeded (each chunk has its answer), but a
 	// client that resends the refused chunks is told when, as a refused
 	// PUT would be.
-	if v := retryAfter(refused.retryStatus); v != "" {
-		w.Header().Set("Retry-After", v)
+	if refused.retryAfter != "" {
+		w.Header().Set("Retry-After", refused.retryAfter)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": out})
 }
@@ -109,12 +109,12 @@ func (h *handler) putBatch(w http.ResponseWriter, r *http.Request) {
 // batchRefusals summarises the refused chunks of one batch, so that a
 // batch refused on a full disk costs one log line, not one per chunk.
 type batchRefusals struct {
-	count       int
-	codes       map[string]int
-	severity    int // of the worst refusal: see refusalSeverity
-	retryStatus int // a status that means "retry later" (503, 507), if any
-	firstHash   chunk.Hash
-	firstErr    error // of the first refusal of the worst severity
+	count      int
+	codes      map[string]int
+	severity   int    // of the worst refusal: see refusalSeverity
+	retryAfter string // the Retry-After of a refusal that means "retry later" (503, 507, a daily quota), if any
+	firstHash  chunk.Hash
+	firstErr   error // of the first refusal of the worst severity
 }
 
 // refusalSeverity ranks a refused chunk's status for the summary: a
@@ -140,8 +140,8 @@ func (b *batchRefusals) add(status int, code string, h chunk.Hash, err error) {
 	}
 	b.count++
 	b.codes[code]++
-	if retryAfter(status) != "" {
-		b.retryStatus = status
+	if v := errRetryAfter(err, status); v != "" {
+		b.retryAfter = v
 	}
 }
 

@@ -86,7 +86,9 @@ func (h *handler) putChunk(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := h.store.PutChunk(r.Context(), principal(r).Subject, hash, r.Body, until)
+	// The declared length lets the store refuse what the uploader's quota
+	// cannot take before a byte of the body is read.
+	res, err := h.store.PutChunkSized(r.Context(), principal(r).Subject, hash, r.Body, r.ContentLength, until)
 	if err != nil {
 		h.writeError(w, r, err)
 		return

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
 
@@ -33,6 +35,7 @@ func errorStatus(err error) (status int, code string) {
 		invalid *store.InvalidError
 		tooBig  *http.MaxBytesError
 		missing *store.MissingChunksError
+		quota   *store.QuotaError
 	)
 	switch {
 	case isIntegrityErr(err):
@@ -86,6 +89,14 @@ func errorStatus(err error) (status int, code string) {
 		return http.StatusUnprocessableEntity, "hash_mismatch"
 	case errors.Is(err, store.ErrClockSkew):
 		return http.StatusServiceUnavailable, "clock_skew"
+	case errors.As(err, &quota) && quota.Kind == store.QuotaDaily:
+		return http.StatusTooManyRequests, "quota_daily_exceeded"
+	case errors.As(err, &quota):
+		// The subject's total quota, not the disk: only an admin raising
+		// the quota helps, so no Retry-After.
+		return http.StatusInsufficientStorage, "quota_total_exceeded"
+	case errors.Is(err, errTooManyRequests):
+		return http.StatusTooManyRequests, "too_many_requests"
 	case errors.Is(err, store.ErrInsufficientStorage), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		// Anywhere on the write path: a full disk passes once space is
 		// freed, so it is "retry later", never an internal error. Before
@@ -149,6 +160,12 @@ func publicMessage(status int, code string, err error) string {
 	case "insufficient_storage":
 		return "the vault is short of disk space and takes no new content until space is freed; reads go on; retry later"
 	}
+	if code == "quota_total_exceeded" {
+		// Not a server fault: the message names the quota.
+		var q *store.QuotaError
+		errors.As(err, &q)
+		return q.Error()
+	}
 	if status >= 500 {
 		return "internal error"
 	}
@@ -161,6 +178,8 @@ func publicMessage(status int, code string, err error) string {
 const (
 	retryAfterUnavailable = "5"
 	retryAfterNoSpace     = "60"
+	// retryAfterBusy: a token at its cap on concurrent requests.
+	retryAfterBusy = "1"
 )
 
 // retryAfter is the Retry-After header for a failure status: set for the
@@ -172,8 +191,25 @@ func retryAfter(status int) string {
 		return retryAfterUnavailable
 	case http.StatusInsufficientStorage:
 		return retryAfterNoSpace
+	case http.StatusTooManyRequests:
+		return retryAfterBusy
 	}
 	return ""
+}
+
+// errRetryAfter is the Retry-After header for err: a daily quota's is the
+// time to the next UTC day (rounded up to a whole second), a total
+// quota's is none (only an admin helps); other errors' follow their
+// status.
+func errRetryAfter(err error, status int) string {
+	var q *store.QuotaError
+	if errors.As(err, &q) {
+		if q.Kind != store.QuotaDaily {
+			return ""
+		}
+		return strconv.FormatInt(int64((q.RetryAfter+time.Second-1)/time.Second), 10)
+	}
+	return retryAfter(status)
 }
 
 type errorBody struct {
@@ -200,6 +236,9 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	case code == "integrity":
 		h.metrics.integrity.Inc()
 		log.ErrorContext(ctx, "ALERT: audit log integrity failure", "status", status, "code", code, "err", err)
+	case code == "quota_total_exceeded":
+		// The subject's own limit, counted in the metrics: not a fault.
+		log.InfoContext(ctx, "request refused: total quota", "status", status, "code", code, "err", err)
 	case status == http.StatusInsufficientStorage:
 		// Expected while the disk is full, and then at every upload: the
 		// operator learns it from /readyz and the metrics, not from one
@@ -218,7 +257,7 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	default:
 		log.DebugContext(ctx, "request refused", "status", status, "code", code, "err", err)
 	}
-	if v := retryAfter(status); v != "" {
+	if v := errRetryAfter(err, status); v != "" {
 		w.Header().Set("Retry-After", v)
 	}
 	detail := errorDetail{Code: code, Message: publicMessage(status, code, err)}

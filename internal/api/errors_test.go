@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -81,6 +82,9 @@ var errorCases = []struct {
 	{"oversize body read inside a store error", fmt.Errorf("store: put: %w", &http.MaxBytesError{Limit: 1}), 413, "too_large"},
 	{"slow body read inside a store error", fmt.Errorf("store: put: %w: reading request body: %w", errBadRequest, errTooSlow), 408, "too_slow"},
 	{"batch memory busy", fmt.Errorf("api: batch: %w", errBusy), 503, "busy"},
+	{"daily quota", fmt.Errorf("store: put: %w", &store.QuotaError{Kind: store.QuotaDaily, RetryAfter: time.Hour}), 429, "quota_daily_exceeded"},
+	{"total quota", fmt.Errorf("store: put: %w", &store.QuotaError{Kind: store.QuotaTotal}), 507, "quota_total_exceeded"},
+	{"token at its request cap", fmt.Errorf("api: %w", errTooManyRequests), 429, "too_many_requests"},
 	{"group commit deadline", fmt.Errorf("store: commit group: %w: deadline", store.ErrUnavailable), 503, "unavailable"},
 	{"integrity beats unavailable", fmt.Errorf("store: checkpoint: %w: %w", store.ErrUnavailable, store.ErrAuditTree), 500, "integrity"},
 	{"unavailable revocation check", fmt.Errorf("auth: check revocation: %w", fmt.Errorf("store: check revocation: %w: %w", store.ErrUnavailable, errors.New("dial tcp: connection refused"))), 503, "unavailable"},
@@ -122,7 +126,7 @@ func TestErrorStatus(t *testing.T) {
 }
 
 // TestWriteError checks the response writeError builds from the mapping:
-// the JSON body, Retry-After on 503 and 507, and server-side causes kept out of
+// the JSON body, Retry-After on the statuses that mean "retry later", and server-side causes kept out of
 // the message.
 func TestWriteError(t *testing.T) {
 	t.Parallel()
@@ -171,7 +175,11 @@ func TestWriteError(t *testing.T) {
 			if tt.status < 500 && !strings.Contains(body.Error.Message, "hunter2") {
 				t.Errorf("4xx message %q does not explain the error", body.Error.Message)
 			}
-			if got := rec.Header().Get("Retry-After"); (tt.status == 503 || tt.status == 507) != (got != "") {
+			// "Retry later": 503, 507 for want of disk space, 429 (a daily
+			// quota, a token at its request cap); a total quota waits for
+			// an admin, not for time.
+			wantRetry := tt.status == 503 || tt.status == 429 || (tt.status == 507 && tt.code != "quota_total_exceeded")
+			if got := rec.Header().Get("Retry-After"); wantRetry != (got != "") {
 				t.Errorf("status %d with Retry-After %q", tt.status, got)
 			}
 		})

@@ -7,9 +7,12 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/semaphore"
+
+	"github.com/wormvault/wormvault/internal/auth"
 )
 
 // Bounded resources (issue 14): slow bodies and batch memory.
@@ -150,4 +153,70 @@ func (m *batchMemory) acquire(ctx context.Context, n int64) (release func(), err
 		return nil, fmt.Errorf("%w: batch bodies already hold %d bytes of memory", errBusy, m.limit)
 	}
 	return func() { m.sem.Release(n) }, nil
+}
+
+// DefaultMaxRequestsPerToken is the default cap on one token's concurrent
+// requests: well above what an agent uses (vault push runs a few uploads
+// at once), far below the connection caps, so that one stolen or runaway
+// token cannot hold every connection and worker the server has.
+const DefaultMaxRequestsPerToken = 64
+
+// errTooManyRequests: the token is at its cap on concurrent requests.
+var errTooManyRequests = errors.New("api: too many concurrent requests with this token")
+
+// tokenLimiter caps the requests in flight per token (by its id, jti):
+// one request beyond the cap is refused at once (429), not queued, so a
+// token's excess never waits on a socket. Entries live only while a token
+// has requests in flight.
+type tokenLimiter struct {
+	max int
+	mu  sync.Mutex
+	n   map[string]int
+	// acquired, if set, is called after each admission (tests).
+	acquired func(jti string)
+}
+
+func newTokenLimiter(max int, acquired func(string)) *tokenLimiter {
+	return &tokenLimiter{max: max, n: make(map[string]int), acquired: acquired}
+}
+
+// limit wraps next, which runs after authentication: every request of a
+// token beyond its cap is refused with errTooManyRequests. A zero or
+// negative cap admits everything.
+func (l *tokenLimiter) limit(writeError func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if l.max <= 0 {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p, ok := auth.FromContext(r.Context())
+			if !ok {
+				next.ServeHTTP(w, r)
+				return
+			}
+			key := p.JTI
+			if key == "" {
+				key = "subject:" + p.Subject
+			}
+			l.mu.Lock()
+			if l.n[key] >= l.max {
+				l.mu.Unlock()
+				writeError(w, r, fmt.Errorf("%w: %d in flight for the token of %q, at most %d", errTooManyRequests, l.max, p.Subject, l.max))
+				return
+			}
+			l.n[key]++
+			l.mu.Unlock()
+			defer func() {
+				l.mu.Lock()
+				if l.n[key]--; l.n[key] <= 0 {
+					delete(l.n, key)
+				}
+				l.mu.Unlock()
+			}()
+			if l.acquired != nil {
+				l.acquired(key)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }

@@ -38,6 +38,12 @@ type Options struct {
 	BatchMemory int64
 	// batchWait replaces batchWait in tests.
 	batchWait time.Duration
+	// MaxRequestsPerToken caps one token's concurrent requests (429
+	// beyond it), on /v1 and /restic; 0 or less: no cap.
+	MaxRequestsPerToken int
+	// tokenAcquired, if set, is told of every request admitted by the
+	// per-token cap (tests).
+	tokenAcquired func(jti string)
 	// ReadyTimeout bounds /readyz's database query. Zero:
 	// DefaultReadyTimeout.
 	ReadyTimeout time.Duration
@@ -62,6 +68,7 @@ type handler struct {
 	readyTimeout     time.Duration
 	checkpointMaxAge time.Duration
 	ready            readyState
+	perToken         *tokenLimiter
 }
 
 // NewHandler returns the vault's HTTP API. The routes read like the API
@@ -84,6 +91,7 @@ func NewHandler(o Options) http.Handler {
 		batchMem:         newBatchMemory(o.BatchMemory, o.batchWait),
 		readyTimeout:     o.ReadyTimeout,
 		checkpointMaxAge: o.CheckpointMaxAge,
+		perToken:         newTokenLimiter(o.MaxRequestsPerToken, o.tokenAcquired),
 	}
 	if h.readyTimeout <= 0 {
 		h.readyTimeout = DefaultReadyTimeout
@@ -112,10 +120,11 @@ func NewHandler(o Options) http.Handler {
 	// Prometheus scraper holds a metrics token (bearer_token_file).
 	r.With(h.authenticate, h.require(auth.RoleMetrics)).Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
 	// restic's REST backend protocol, one repository per /restic/{repo}/ (docs/restic.md).
-	r.Mount("/restic", restic.NewHandler(restic.Options{Store: o.Store, Verifier: o.Verifier, Log: o.Log, WriteError: h.writeError}))
+	limit := h.perToken.limit(h.writeError)
+	r.Mount("/restic", restic.NewHandler(restic.Options{Store: o.Store, Verifier: o.Verifier, Log: o.Log, WriteError: h.writeError, Limit: limit}))
 
 	r.Route("/v1", func(r chi.Router) {
-		r.Use(h.authenticate)
+		r.Use(h.authenticate, limit)
 
 		r.With(h.require(agent)).Put("/chunks/{hash}", h.putChunk)
 		r.With(h.require(agent, reader, auditor, admin)).Head("/chunks/{hash}", h.headChunk)
@@ -164,6 +173,9 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(auditor, admin)).Get("/audit/entries", h.auditLeaves)
 		r.With(h.require(auditor, admin)).Get("/audit/proof/inclusion", h.auditInclusion)
 		r.With(h.require(auditor, admin)).Get("/audit/proof/consistency", h.auditConsistency)
+
+		r.With(h.require(auditor, admin)).Get("/quotas", h.listQuotas)
+		r.With(h.require(admin)).Put("/quotas", h.setQuota)
 
 		r.With(h.require(auditor, admin)).Get("/restic/repositories", h.listResticRepositories)
 		r.With(h.require(admin)).Put("/restic/repositories/{repo}/retention", h.setResticRetention)

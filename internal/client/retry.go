@@ -90,7 +90,8 @@ func (b Backoff) Do(ctx context.Context, op func(ctx context.Context) error) err
 
 // Transient reports whether err is worth retrying: the vault or a proxy
 // in front of it is briefly unavailable (502, 503, 504, 429), or the
-// connection failed (refused, reset, cut short, timed out). Refusals of
+// connection failed (refused, reset, cut short, timed out); not a daily
+// quota's 429, which lasts until the next UTC day. Refusals of
 // the request itself (400, 401, 403, 404, 409, 413, 422), server errors
 // (500, 507), content that does not match its hash, certificate errors,
 // unknown host names and a cancelled context are permanent.
@@ -100,6 +101,11 @@ func Transient(err error) bool {
 	}
 	var e *Error
 	if errors.As(err, &e) {
+		if e.Code == "quota_daily_exceeded" {
+			// A 429 that lasts until the next UTC day: retrying for
+			// minutes only adds load; the next backup run will do.
+			return false
+		}
 		switch e.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
 			return true

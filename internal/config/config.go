@@ -53,7 +53,13 @@ const (
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultMinBodyRate       = 4 << 10 // bytes per second
 	DefaultBodyRateGrace     = 10 * time.Second
-	DefaultBatchMemory       = 256 << 20
+	// DefaultReadTimeout bounds reading one whole request, body included:
+	// the backstop behind the minimum body rate (a large chunk on a slow
+	// but honest link must fit in it).
+	DefaultReadTimeout = 15 * time.Minute
+	// DefaultMaxRequestsPerToken is api.DefaultMaxRequestsPerToken.
+	DefaultMaxRequestsPerToken = 64
+	DefaultBatchMemory         = 256 << 20
 )
 
 // ErrUnsafe is wrapped by Validate's refusals.
@@ -120,6 +126,12 @@ type Serve struct {
 	// disables the check.
 	MinBodyRate   int64
 	BodyRateGrace time.Duration
+	// ReadTimeout is the HTTP server's bound on reading one request,
+	// headers and body: past it the connection is closed.
+	ReadTimeout time.Duration
+	// MaxRequestsPerToken caps one token's concurrent requests (429
+	// beyond); 0: no cap.
+	MaxRequestsPerToken int
 	// BatchMemory bounds the bytes of batch bodies held in memory at once.
 	BatchMemory int64
 	// ScrubBandwidth bounds the background scrub's reads, in bytes per
@@ -200,6 +212,10 @@ func LoadServeFlags(args []string, getenv func(string) string, fs *flag.FlagSet)
 		"slowest upload body accepted, bytes per second after the grace period; 0 disables (VAULT_MIN_BODY_RATE)")
 	durationFlag(fs, &envErrs, &c.BodyRateGrace, "body-rate-grace", env("VAULT_BODY_RATE_GRACE", ""), DefaultBodyRateGrace,
 		"how long an upload body may take before the minimum rate applies (VAULT_BODY_RATE_GRACE)")
+	durationFlag(fs, &envErrs, &c.ReadTimeout, "read-timeout", env("VAULT_READ_TIMEOUT", ""), DefaultReadTimeout,
+		"longest time to read one whole request, body included; past it the connection is closed (VAULT_READ_TIMEOUT)")
+	fs.IntVar(&c.MaxRequestsPerToken, "max-requests-per-token", atoi(env("VAULT_MAX_REQUESTS_PER_TOKEN", ""), DefaultMaxRequestsPerToken),
+		"most concurrent requests of one token; more get 429; 0: no cap (VAULT_MAX_REQUESTS_PER_TOKEN)")
 	batchMem := fs.String("batch-memory", env("VAULT_BATCH_MEMORY", "256MiB"),
 		"most bytes of batch upload bodies held in memory at once (VAULT_BATCH_MEMORY)")
 	if err := fs.Parse(args); err != nil {
@@ -327,6 +343,10 @@ func (c Serve) validateLimits() error {
 		return fmt.Errorf("config: read header timeout must be at least 100ms, got %s", c.ReadHeaderTimeout)
 	case c.IdleTimeout < time.Second:
 		return fmt.Errorf("config: idle timeout must be at least 1s, got %s", c.IdleTimeout)
+	case c.ReadTimeout < time.Second:
+		return fmt.Errorf("config: read timeout must be at least 1s, got %s", c.ReadTimeout)
+	case c.MaxRequestsPerToken < 0:
+		return fmt.Errorf("config: max requests per token must be 0 (no cap) or more, got %d", c.MaxRequestsPerToken)
 	case c.BodyRateGrace < 0:
 		return fmt.Errorf("config: body rate grace must not be negative, got %s", c.BodyRateGrace)
 	case c.BatchMemory < 16<<20:

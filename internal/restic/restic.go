@@ -50,6 +50,9 @@ type Options struct {
 	// ListPage is how many names a listing reads per query; zero means
 	// DefaultListPage.
 	ListPage int
+	// Limit, if set, wraps every authenticated request: the API's cap on
+	// a token's concurrent requests.
+	Limit func(http.Handler) http.Handler
 }
 
 type handler struct {
@@ -91,6 +94,9 @@ func NewHandler(o Options) http.Handler {
 		h.writeError(w, r, ErrMethodNotAllowed)
 	})
 	r.Use(h.authenticate)
+	if o.Limit != nil {
+		r.Use(o.Limit)
+	}
 	r.Route("/{repo}", func(r chi.Router) {
 		// Every request, read or write, stays within the token's scope: a
 		// stolen agent token of one machine can neither poison another's

@@ -57,6 +57,11 @@ func (s *Store) PutBatch(ctx context.Context, uploader string, items []BatchItem
 			results[i].Err = fmt.Errorf("store: chunk %s: %w", it.Hash, chunk.ErrHashMismatch)
 		}
 	}
+	// The quota, before anything is written: chunks it cannot take are
+	// refused one by one (or the whole batch, if none is left to store).
+	if err := s.admitBatchQuota(ctx, uploader, items, results, now); err != nil {
+		return nil, err
+	}
 	// Small chunks go to the group committer, which looks them up for the
 	// whole group itself; only chunks that become files are looked up
 	// here, so that a stored one is not rewritten.

@@ -83,12 +83,24 @@ RETURNING ` + chunkColumns
 // every upload is refused with ErrInsufficientStorage before its body is
 // read; a full filesystem surfaces as an error wrapping syscall.ENOSPC.
 func (s *Store) PutChunk(ctx context.Context, uploader string, h chunk.Hash, body io.Reader, retainUntil time.Time) (PutResult, error) {
+	return s.PutChunkSized(ctx, uploader, h, body, -1, retainUntil)
+}
+
+// PutChunkSized is PutChunk for a body that declares its size (-1: it
+// does not): an upload that the uploader's quota cannot take is refused
+// with a *QuotaError before its body is read, unless the chunk is already
+// stored (a dedup hit stores nothing, so it costs nothing). An undeclared
+// size is refused only once the quota is used up. See quota.go.
+func (s *Store) PutChunkSized(ctx context.Context, uploader string, h chunk.Hash, body io.Reader, size int64, retainUntil time.Time) (PutResult, error) {
 	now := s.clk.Now()
 	until, err := s.retainUntil(now, retainUntil)
 	if err != nil {
 		return PutResult{}, err
 	}
 	if err := s.admitContent(ctx); err != nil {
+		return PutResult{}, err
+	}
+	if err := s.admitQuota(ctx, uploader, h, size, now); err != nil {
 		return PutResult{}, err
 	}
 	body = &limitReader{r: body, max: s.opts.MaxChunkSize}

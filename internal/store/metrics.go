@@ -51,6 +51,12 @@ type Metrics struct {
 	// read-only). The free space and reserve themselves are read at each
 	// scrape (opsmetrics.go).
 	spaceRefusals prometheus.Counter
+	// quotaRefusals counts uploads (or batch chunks) refused by a quota,
+	// by subject and kind; quotaUsed is the usage last read for a subject
+	// that has a quota. Only subjects with a quota appear: the labels are
+	// as many as the quotas the admins set.
+	quotaRefusals *prometheus.CounterVec
+	quotaUsed     *prometheus.GaugeVec
 	// executorRuns counts RunDue calls; executorFailures those that
 	// returned an error other than their context ending. A failing
 	// executor leaves approved deletions unexecuted, and a refused one
@@ -131,6 +137,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wormvault_uploads_refused_insufficient_storage_total",
 			Help: "Uploads refused before any write because free space was at or below the reserve, or the vault was read-only.",
 		}),
+		quotaRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wormvault_quota_refusals_total",
+			Help: "Uploads (or batch chunks) refused by a quota, by token subject (scope) and kind (daily: 429, total: 507).",
+		}, []string{"scope", "kind"}),
+		quotaUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wormvault_quota_used_bytes",
+			Help: "Bytes counted against a subject's quota (daily: new bytes today, UTC; total: stored), as last read by an upload; subjects with a quota only.",
+		}, []string{"scope", "kind"}),
 		commitTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wormvault_commit_timeouts_total",
 			Help: "Uploads answered 503 because their group commit missed its deadline (a stalled index database).",
@@ -156,7 +170,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.orphans)
 		reg.MustRegister(m.executorRuns, m.executorFailures, m.expiryRuns, m.expiryRefused)
-		reg.MustRegister(m.spaceRefusals, m.commitTimeouts)
+		reg.MustRegister(m.spaceRefusals, m.commitTimeouts, m.quotaRefusals, m.quotaUsed)
 		reg.MustRegister(m.chunksStored, m.bytesStored, m.dedupHits, m.corrupt, m.damagedOpen, m.repaired, m.readsRefused,
 			m.scrubBytes, m.scrubChunks, m.scrubLastFullPass, m.contentMissing, m.groupSize, m.MissingAtReconcile,
 			m.journalDiverged, m.integrityAlarms, m.auditRollbacks, m.auditConsistent)

@@ -348,6 +348,14 @@ func (r *reindexer) run(ctx context.Context) error {
 		SELECT date_trunc('month', retain_until AT TIME ZONE 'UTC')::date, 0, count(*), sum(size) FROM chunks GROUP BY 1`); err != nil {
 		return fmt.Errorf("recompute retention months: %w", err)
 	}
+	// Quota usage is derived from the chunks, by triggers disabled while
+	// they were rebuilt (migrations/014_quotas.sql).
+	if _, err := tx.Exec(ctx, `DELETE FROM quota_daily; DELETE FROM quota_totals;
+		INSERT INTO quota_daily (subject, day, bytes)
+			SELECT uploaded_by, (stored_at AT TIME ZONE 'UTC')::date, sum(size) FROM chunks GROUP BY 1, 2;
+		INSERT INTO quota_totals (subject, bytes) SELECT uploaded_by, sum(size) FROM chunks GROUP BY 1`); err != nil {
+		return fmt.Errorf("recompute quota usage: %w", err)
+	}
 	if err := r.keepCheckpoints(ctx); err != nil {
 		return err
 	}

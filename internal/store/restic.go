@@ -522,7 +522,7 @@ func (s *Store) PutResticFile(ctx context.Context, actor, repo, typ, name string
 	if err != nil {
 		return ResticFile{}, false, fmt.Errorf("store: %s: %w", op, err)
 	}
-	res, err := s.PutChunk(ctx, actor, sp.hash, content, s.resticUntil(now, ret))
+	res, err := s.PutChunkSized(ctx, actor, sp.hash, content, sp.size, s.resticUntil(now, ret))
 	if err != nil {
 		return ResticFile{}, false, fmt.Errorf("store: %s: %w", op, err)
 	}

@@ -119,6 +119,9 @@ type Options struct {
 	// ReconcileBatch is how many chunk files or index rows the background
 	// reconcile checks per query; the cursor is saved every ten batches.
 	ReconcileBatch int
+	// QuotaCacheTTL is how long the quota settings are reused (see
+	// quota.go).
+	QuotaCacheTTL time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -171,6 +174,9 @@ func (o *Options) setDefaults() {
 	if o.ReconcileBatch == 0 {
 		o.ReconcileBatch = reconcileBatch
 	}
+	if o.QuotaCacheTTL == 0 {
+		o.QuotaCacheTTL = DefaultQuotaCacheTTL
+	}
 }
 
 // lookupCtx bounds one index look-up of a request: besides the pool's
@@ -222,6 +228,8 @@ type Store struct {
 	// online holds the write gate and progress of the start-up
 	// reconcile, and the orphans of failed commits: see online.go.
 	online onlineState
+	// quotas caches the quota settings: see quota.go.
+	quotas quotaCache
 }
 
 // New returns a Store over an open pool and blob store. metrics may be nil.
@@ -396,7 +404,7 @@ func isStoreErr(err error) bool {
 		missing *MissingChunksError
 	)
 	for _, e := range []error{ErrNotFound, ErrConflict, ErrRetentionShortened, ErrImmutable,
-		ErrUnavailable, ErrCorrupt, ErrDamaged, ErrContentMissing, ErrTooLarge, ErrInsufficientStorage, ErrSelfApproval, ErrClockSkew,
+		ErrUnavailable, ErrCorrupt, ErrDamaged, ErrContentMissing, ErrTooLarge, ErrInsufficientStorage, ErrQuotaExceeded, ErrSelfApproval, ErrClockSkew,
 		ErrRequiresApproval, ErrBadSignature, ErrIntegrity, ErrAuditTree, ErrAuditChainBroken, ErrRollback} {
 		if errors.Is(err, e) {
 			return true
