@@ -151,6 +151,7 @@ func commands() *cmd {
 				fmt.Fprintln(e.stdout, "vault", version())
 				return nil
 			}},
+		completionCmd(),
 	}}
 }
 
