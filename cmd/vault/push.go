@@ -100,7 +100,7 @@ func agentErr(cmd, role string, err error) error {
 		}
 		return fmt.Errorf("%s: %w (this needs %s %s token)", cmd, err, article, role)
 	case client.IsCode(err, "too_large"):
-		return fmt.Errorf("%s: %w (the vault's --max-chunk-size is below the agent's largest chunk, %d bytes)", cmd, err, agent.MaxChunkSize)
+		return fmt.Errorf("%s: %w (the vault's --max-chunk-size is below the agent's largest chunk, %s)", cmd, err, humanBytes(agent.MaxChunkSize))
 	}
 	return fmt.Errorf("%s: %w", cmd, err)
 }
@@ -264,9 +264,9 @@ func printPushSummary(w io.Writer, res agent.PushResult, asJSON bool) error {
 	s := res.Snapshot
 	tw := newTable(w)
 	fmt.Fprintf(tw, "snapshot:\t%d (source %s, name %s), retained until %s\n", s.ID, s.Source, s.Name, fmtTime(s.RetainUntil))
-	fmt.Fprintf(tw, "files:\t%d, %d directories, %d symbolic links; %s (%d bytes)\n", c.Files, c.Dirs, c.Symlinks, humanBytes(c.Bytes), c.Bytes)
-	fmt.Fprintf(tw, "uploaded:\t%s in %d chunks, %s new to the vault; %.1f%% deduplicated\n",
-		humanBytes(c.UploadedBytes), c.UploadedChunks, humanBytes(c.NewBytes), 100*c.DedupShare())
+	fmt.Fprintf(tw, "files:\t%d, %s, %s; %s (%s)\n", c.Files, plural(c.Dirs, "directory"), plural(c.Symlinks, "symbolic link"), humanBytes(c.Bytes), plural(c.Bytes, "byte"))
+	fmt.Fprintf(tw, "uploaded:\t%s in %s, %s new to the vault; %.1f%% deduplicated\n",
+		humanBytes(c.UploadedBytes), plural(c.UploadedChunks, "chunk"), humanBytes(c.NewBytes), 100*c.DedupShare())
 	fmt.Fprintf(tw, "chunks:\t%d distinct, %d already in the vault\n", c.Chunks, c.KnownChunks)
 	fmt.Fprintf(tw, "time:\t%s, %.1f MB/s\n", res.Duration.Round(time.Millisecond), mbPerSec(c.Bytes, res.Duration))
 	if rss := peakRSS(); rss > 0 {
@@ -335,10 +335,10 @@ func (r *reporter) line() string {
 		speed = fmt.Sprintf(", %.1f MB/s", mbPerSec(c.Bytes, time.Since(r.start)))
 	}
 	if r.verb == "restore" {
-		return fmt.Sprintf("%d files, %s written%s", c.Files, humanBytes(c.Bytes), speed)
+		return fmt.Sprintf("%s, %s written%s", plural(c.Files, "file"), humanBytes(c.Bytes), speed)
 	}
-	return fmt.Sprintf("%d files, %s read, %s uploaded (%s new), %.1f%% deduplicated%s",
-		c.Files, humanBytes(c.Bytes), humanBytes(c.UploadedBytes), humanBytes(c.NewBytes), 100*c.DedupShare(), speed)
+	return fmt.Sprintf("%s, %s read, %s uploaded (%s new), %.1f%% deduplicated%s",
+		plural(c.Files, "file"), humanBytes(c.Bytes), humanBytes(c.UploadedBytes), humanBytes(c.NewBytes), 100*c.DedupShare(), speed)
 }
 
 func (r *reporter) update() {
