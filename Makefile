@@ -16,7 +16,7 @@ build:
 	$(GO) build -ldflags "-X main.stampedVersion=$(VERSION)" -o $(BIN) ./cmd/vault
 
 # Start the dev database, initialise a dev vault once, print tokens and a
-# curl example, and serve on 127.0.0.1:8420.
+# curl example, and serve on VAULT_LISTEN (default 127.0.0.1:8420).
 run: build
 	@scripts/run.sh
 

@@ -4,11 +4,16 @@
 #   scripts/devdb.sh start   install (Debian, as root) if missing, init, start; print the URLs
 #   scripts/devdb.sh stop    stop the server
 #   scripts/devdb.sh status  say whether it runs
+#   scripts/devdb.sh port    print the port start would use
 #
 # The cluster lives under .devdb/ in the work tree (git-ignored) when the
 # server's user can reach it, otherwise under /var/tmp. It listens on
-# 127.0.0.1 only, on port $VAULT_PG_PORT (default 55432), with password
-# authentication. PostgreSQL refuses to run as root, so as root the server
+# 127.0.0.1 only, with password authentication, on port $VAULT_PG_PORT
+# (default 55432) the first time; that port is kept in .devdb/port and
+# used again whenever VAULT_PG_PORT is unset. A VAULT_PG_PORT that differs
+# from .devdb/port is refused: the URLs already handed out (.devdb/env,
+# shells that eval'ed them) name the old one. To move the cluster:
+# `make db-stop`, then `echo NEWPORT > .devdb/port`. PostgreSQL refuses to run as root, so as root the server
 # runs as the "postgres" system user.
 #
 # Roles (see migrations/009_least_privilege.sql):
@@ -26,10 +31,37 @@
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-port=${VAULT_PG_PORT:-55432}
 state="$top/.devdb"
 mkdir -p "$state"
 log() { printf 'devdb: %s\n' "$*" >&2; }
+
+valid_port() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -ge 1024 ] && [ "$1" -le 65535 ]; }
+
+# resolve_port sets port: the one .devdb remembers (.devdb/port, or, for a
+# .devdb made before that file existed, the port in .devdb/env), else
+# $VAULT_PG_PORT, else 55432.
+resolve_port() {
+  local kept=""
+  if [ -f "$state/port" ]; then
+    kept=$(tr -d ' \n' <"$state/port")
+  elif [ -f "$state/env" ]; then
+    kept=$(sed -n 's|^VAULT_DATABASE_URL=.*@127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$state/env")
+  fi
+  if [ -n "${VAULT_PG_PORT:-}" ] && ! valid_port "$VAULT_PG_PORT"; then
+    log "VAULT_PG_PORT=$VAULT_PG_PORT is not a port number between 1024 and 65535"
+    exit 2
+  fi
+  if [ -n "$kept" ] && ! valid_port "$kept"; then
+    log "$state/port holds '$kept', not a port number; write the cluster's port there (or remove the file to use VAULT_PG_PORT)"
+    exit 2
+  fi
+  if [ -n "$kept" ] && [ -n "${VAULT_PG_PORT:-}" ] && [ "$kept" != "$VAULT_PG_PORT" ]; then
+    log "this .devdb uses port $kept, but VAULT_PG_PORT=$VAULT_PG_PORT."
+    log "Unset VAULT_PG_PORT to use $kept, or move the database: make db-stop; echo $VAULT_PG_PORT > $state/port"
+    exit 2
+  fi
+  port=${kept:-${VAULT_PG_PORT:-55432}}
+}
 
 find_bindir() {
   local d
@@ -82,6 +114,7 @@ pick_datadir() {
 }
 
 start() {
+  resolve_port
   ensure_installed
   local bin datadir sock pw rpw
   bin=$(find_bindir)
@@ -109,6 +142,7 @@ start() {
       -o "-p $port -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300" start >&2 \
       || { run_as_owner tail -n 30 "$datadir/server.log" >&2; exit 1; }
   fi
+  echo "$port" >"$state/port"
   # Two login roles, so that the server never holds the schema owner's
   # rights (issue 13): the owner "vault" (not a superuser, no CREATEROLE;
   # CREATEDB lets tests make their own databases) and the runtime login
@@ -167,5 +201,6 @@ case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  port) resolve_port; echo "$port" ;;
+  *) echo "usage: $0 start|stop|status|port" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# run.sh: `make run`. A local dev vault on 127.0.0.1:8420 with its own
-# PostgreSQL, data under .devdb/vault, and ready-to-paste tokens.
+# run.sh: `make run`. A local dev vault on $VAULT_LISTEN (default
+# 127.0.0.1:8420) with its own PostgreSQL, data under .devdb/vault, and
+# ready-to-paste tokens.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -51,6 +52,8 @@ Tokens (valid 24h). In another terminal, paste:
 
 Dev admins (personal signing keys; init enrolled them): $admins/{alice,bob,carol}.key
   sign with: bin/vault admin deletions approve ID --key $admins/bob.key
+
+restic repositories: rest:http://restic:TOKEN@$VAULT_LISTEN/restic/REPO/ (an agent or reader token for --restic-repo REPO)
 
 More tokens: bin/vault token issue --data-dir $VAULT_DATA_DIR --database-url \$VAULT_DATABASE_URL --role agent|reader|auditor|admin|metrics --subject NAME --ttl 24h
   (agent and reader tokens: --source NAME and/or --restic-repo NAME)

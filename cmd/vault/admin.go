@@ -249,11 +249,11 @@ func printDeletion(w io.Writer, d client.Deletion, now time.Time) {
 		fmt.Fprintf(tw, "Cancelled\t%s by %s: %s\n", fmtTime(*d.CancelledAt), *d.CancelledBy, *d.CancelReason)
 	}
 	if d.Affected != nil {
-		fmt.Fprintf(tw, "Affected\t%d chunks, %d snapshots, %s (when requested)\n", d.Affected.Chunks, d.Affected.Snapshots, humanBytes(d.Affected.Bytes))
+		fmt.Fprintf(tw, "Affected\t%s, %s, %s (when requested)\n", plural(d.Affected.Chunks, "chunk"), plural(d.Affected.Snapshots, "snapshot"), humanBytes(d.Affected.Bytes))
 	}
 	if d.Report != nil {
-		fmt.Fprintf(tw, "Result\t%d chunks and %d snapshots deleted, %s freed; skipped %v\n",
-			d.Report.Deleted, d.Report.Snapshots, humanBytes(d.Report.BytesFreed), d.Report.Skipped)
+		fmt.Fprintf(tw, "Result\t%s and %s deleted, %s freed; skipped: %s\n",
+			plural(d.Report.Deleted, "chunk"), plural(d.Report.Snapshots, "snapshot"), humanBytes(d.Report.BytesFreed), byReason(d.Report.Skipped))
 	}
 	fmt.Fprintf(tw, "Digest\t%s\n", d.Digest)
 	tw.Flush()
@@ -266,7 +266,7 @@ func indent(text string, max int) string {
 	var b strings.Builder
 	for i, l := range lines {
 		if i == max {
-			fmt.Fprintf(&b, "  ... %d more lines (--json shows all)\n", len(lines)-max)
+			fmt.Fprintf(&b, "  ... %s more (--json shows all)\n", plural(len(lines)-max, "line"))
 			break
 		}
 		b.WriteString("  " + l + "\n")
@@ -291,7 +291,7 @@ func runExecuteDue(ctx context.Context, args []string, getenv func(string) strin
 	if f.json {
 		return writeJSONValue(stdout, map[string][]int64{"executed": executed, "expired": expired})
 	}
-	fmt.Fprintf(stdout, "executed: %v\nexpired: %v\n", executed, expired)
+	fmt.Fprintf(stdout, "executed: %s\nexpired: %s\n", idList(executed), idList(expired))
 	return nil
 }
 
@@ -325,8 +325,8 @@ func runAdminsShow(ctx context.Context, args []string, getenv func(string) strin
 		return writeJSONValue(stdout, set)
 	}
 	p := set.Policy
-	fmt.Fprintf(stdout, "Admin set version %d: deletions need %d approvals and wait %s; admin-set changes need %d and wait %s\n",
-		set.Version, p.ApprovalsRequired, p.Delay, p.GovernanceApprovals, p.GovernanceDelay)
+	fmt.Fprintf(stdout, "Admin set version %d: deletions need %s and wait %s; admin-set changes need %d and wait %s\n",
+		set.Version, plural(p.ApprovalsRequired, "approval"), p.Delay, p.GovernanceApprovals, p.GovernanceDelay)
 	tw := newTable(stdout)
 	fmt.Fprintln(tw, "NAME\tKIND\tFINGERPRINT\tADDED")
 	for _, a := range set.Admins {

@@ -150,7 +150,7 @@ func TestAdminDeletionCommands(t *testing.T) {
 		t.Errorf("list: %v\n%s", r.err, r.stdout)
 	}
 	clk.Advance(store.DefaultDeletionDelay)
-	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: [1]") {
+	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: 1\n") {
 		t.Fatalf("execute-due: %v\n%s", r.err, r.stdout)
 	}
 	r = run(alice, "admin", "deletions", "show", "1", "--json")
@@ -188,11 +188,11 @@ func TestAdminDeletionCommands(t *testing.T) {
 		}
 	}
 	clk.Advance(store.DefaultDeletionDelay) // short of the governance delay
-	if r := run(bob, "admin", "execute-due"); r.err != nil || strings.Contains(r.stdout, "executed: [2]") {
+	if r := run(bob, "admin", "execute-due"); r.err != nil || strings.Contains(r.stdout, "executed: 2\n") {
 		t.Fatalf("admin-set change executed before the governance delay: %v\n%s", r.err, r.stdout)
 	}
 	clk.Advance(7 * 24 * time.Hour)
-	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: [2]") {
+	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: 2\n") {
 		t.Fatalf("execute admin-set change: %v\n%s", r.err, r.stdout)
 	}
 	if r := run(bob, "admin", "admins", "show"); r.err != nil || !strings.Contains(r.stdout, "dave") {

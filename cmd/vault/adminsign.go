@@ -130,7 +130,7 @@ func signAction(ctx context.Context, c *client.Client, f *signFlags, d client.De
 	}
 	fmt.Fprintf(stdout, "You are about to sign, as %s:\n\n%s\n", name, indent(string(statement), 20))
 	if d.Affected != nil {
-		fmt.Fprintf(stdout, "It covers %d chunks and %d snapshots, %s (when requested).\n", d.Affected.Chunks, d.Affected.Snapshots, humanBytes(d.Affected.Bytes))
+		fmt.Fprintf(stdout, "It covers %s and %s, %s (when requested).\n", plural(d.Affected.Chunks, "chunk"), plural(d.Affected.Snapshots, "snapshot"), humanBytes(d.Affected.Bytes))
 	}
 	if !f.yes {
 		file, ok := stdin.(*os.File)

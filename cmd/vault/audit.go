@@ -199,7 +199,7 @@ func runAuditVerify(ctx context.Context, args []string, getenv func(string) stri
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("audit verify: %d problems found; the kept checkpoint was not updated", len(rep.Findings))
+		return fmt.Errorf("audit verify: %s found; the kept checkpoint was not updated", plural(len(rep.Findings), "problem"))
 	}
 	if err := st.keep(rep.Note); err != nil {
 		return fmt.Errorf("audit verify: keep checkpoint: %w", err)
@@ -304,10 +304,10 @@ func runAuditProve(ctx context.Context, args []string, getenv func(string) strin
 		return nil
 	}
 	fmt.Fprintf(stdout, "chunk %s\n", h)
-	fmt.Fprintf(stdout, "committed: entry %d (leaf %d), %s, %d bytes by %s, retain until %s\n",
-		e.Seq, inc.Index, fmtTime(d.StoredAt), d.Size, d.UploadedBy, fmtTime(d.RetainUntil))
+	fmt.Fprintf(stdout, "committed: entry %d (leaf %d), %s, %s by %s, retain until %s\n",
+		e.Seq, inc.Index, fmtTime(d.StoredAt), plural(d.Size, "byte"), d.UploadedBy, fmtTime(d.RetainUntil))
 	fmt.Fprintf(stdout, "checkpoint: size %d, root %s\n", cp.Size, cp.Root)
-	fmt.Fprintf(stdout, "inclusion proof (%d hashes):\n", len(inc.Proof))
+	fmt.Fprintf(stdout, "inclusion proof (%s):\n", plural(len(inc.Proof), "hash"))
 	for _, p := range inc.Proof {
 		fmt.Fprintf(stdout, "  %s\n", p)
 	}

@@ -180,6 +180,7 @@ func commands() *cmd {
 				fmt.Fprintln(e.stdout, "vault", version())
 				return nil
 			}},
+		completionCmd(),
 	}}
 }
 

@@ -9,6 +9,8 @@ import (
 	"runtime/debug"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/wormvault/wormvault/internal/config"
 )
 
 // stampedVersion is set at build time by the Makefile and the Dockerfile
@@ -31,16 +33,27 @@ func version() string {
 	return "unknown"
 }
 
+// newLogger returns the process's logger. level is one config.Validate
+// accepted (serve) or a constant (the other commands).
 func newLogger(w io.Writer, format, level string) *slog.Logger {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
+	lv, err := config.ParseLogLevel(level)
+	if err != nil {
 		lv = slog.LevelInfo
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationsAsText}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// durationsAsText renders a time.Duration as "1.5s" in both handlers:
+// JSON would otherwise print nanoseconds, which nobody reads right.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 // openDB connects to PostgreSQL and makes sure the schema is current: a

@@ -16,9 +16,9 @@ func holdTarget(h client.Hold) string {
 	case "source":
 		return "source " + h.Source
 	case "snapshots":
-		return fmt.Sprintf("%d snapshot(s)", h.TargetCount)
+		return plural(h.TargetCount, "snapshot")
 	}
-	return fmt.Sprintf("%d chunk(s)", h.TargetCount)
+	return plural(h.TargetCount, "chunk")
 }
 
 func runHoldsList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -118,8 +118,8 @@ func runInit(ctx context.Context, args []string, getenv func(string) string, std
 		filepath.Join(*dir, config.CheckpointKeyFile), config.CheckpointVerifierFile, ckptKey)
 	if genesis != nil {
 		fmt.Fprintf(stdout, "admins: %d enrolled in %s (seeded into the database by `vault serve`); "+
-			"deletions need %d approvals and wait %s\n", len(genesis.Admins), adminsFile,
-			genesis.Policy.ApprovalsRequired, time.Duration(genesis.Policy.Delay))
+			"deletions need %s and wait %s\n", len(genesis.Admins), adminsFile,
+			plural(genesis.Policy.ApprovalsRequired, "approval"), time.Duration(genesis.Policy.Delay))
 	} else {
 		fmt.Fprintln(stdout, "admins: none enrolled (--admin): nothing can ever be deleted from this vault")
 	}

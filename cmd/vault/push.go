@@ -100,7 +100,7 @@ func agentErr(cmd, role string, err error) error {
 		}
 		return fmt.Errorf("%s: %w (this needs %s %s token)", cmd, err, article, role)
 	case client.IsCode(err, "too_large"):
-		return fmt.Errorf("%s: %w (the vault's --max-chunk-size is below the agent's largest chunk, %d bytes)", cmd, err, agent.MaxChunkSize)
+		return fmt.Errorf("%s: %w (the vault's --max-chunk-size is below the agent's largest chunk, %s)", cmd, err, humanBytes(agent.MaxChunkSize))
 	}
 	return fmt.Errorf("%s: %w", cmd, err)
 }
@@ -201,15 +201,6 @@ func runPush(ctx context.Context, args []string, getenv func(string) string, std
 	return printPushSummary(stdout, res, *jsonOut)
 }
 
-// dedupShare is the share of the content read that did not need
-// uploading.
-func dedupShare(c agent.Counts) float64 {
-	if c.Bytes == 0 {
-		return 0
-	}
-	return min(1, max(0, 1-float64(c.UploadedBytes)/float64(c.Bytes)))
-}
-
 // mbPerSec is decimal megabytes per second.
 func mbPerSec(n int64, d time.Duration) float64 {
 	if d <= 0 {
@@ -228,6 +219,7 @@ type pushSummary struct {
 	Chunks         int64            `json:"chunks"`
 	KnownChunks    int64            `json:"known_chunks"`
 	KnownBytes     int64            `json:"known_bytes"`
+	RepeatedBytes  int64            `json:"repeated_bytes"`
 	UploadedChunks int64            `json:"uploaded_chunks"`
 	UploadedBytes  int64            `json:"uploaded_bytes"`
 	NewChunks      int64            `json:"new_chunks"`
@@ -263,18 +255,18 @@ func printPushSummary(w io.Writer, res agent.PushResult, asJSON bool) error {
 	if asJSON {
 		return writeJSONValue(w, pushSummary{
 			Snapshot: res.Snapshot, Files: c.Files, Dirs: c.Dirs, Symlinks: c.Symlinks, Bytes: c.Bytes,
-			Chunks: c.Chunks, KnownChunks: c.KnownChunks, KnownBytes: c.KnownBytes,
+			Chunks: c.Chunks, KnownChunks: c.KnownChunks, KnownBytes: c.KnownBytes, RepeatedBytes: c.RepeatedBytes,
 			UploadedChunks: c.UploadedChunks, UploadedBytes: c.UploadedBytes, NewChunks: c.NewChunks, NewBytes: c.NewBytes,
-			Dedup: dedupShare(c), Warnings: c.Warnings, Seconds: res.Duration.Seconds(), MBPerSec: mbPerSec(c.Bytes, res.Duration),
+			Dedup: c.DedupShare(), Warnings: c.Warnings, Seconds: res.Duration.Seconds(), MBPerSec: mbPerSec(c.Bytes, res.Duration),
 			PeakRSS: peakRSS(),
 		})
 	}
 	s := res.Snapshot
 	tw := newTable(w)
 	fmt.Fprintf(tw, "snapshot:\t%d (source %s, name %s), retained until %s\n", s.ID, s.Source, s.Name, fmtTime(s.RetainUntil))
-	fmt.Fprintf(tw, "files:\t%d, %d directories, %d symbolic links; %s (%d bytes)\n", c.Files, c.Dirs, c.Symlinks, humanBytes(c.Bytes), c.Bytes)
-	fmt.Fprintf(tw, "uploaded:\t%s in %d chunks, %s new to the vault; %.1f%% deduplicated\n",
-		humanBytes(c.UploadedBytes), c.UploadedChunks, humanBytes(c.NewBytes), 100*dedupShare(c))
+	fmt.Fprintf(tw, "files:\t%d, %s, %s; %s (%s)\n", c.Files, plural(c.Dirs, "directory"), plural(c.Symlinks, "symbolic link"), humanBytes(c.Bytes), plural(c.Bytes, "byte"))
+	fmt.Fprintf(tw, "uploaded:\t%s in %s, %s new to the vault; %.1f%% deduplicated\n",
+		humanBytes(c.UploadedBytes), plural(c.UploadedChunks, "chunk"), humanBytes(c.NewBytes), 100*c.DedupShare())
 	fmt.Fprintf(tw, "chunks:\t%d distinct, %d already in the vault\n", c.Chunks, c.KnownChunks)
 	fmt.Fprintf(tw, "time:\t%s, %.1f MB/s\n", res.Duration.Round(time.Millisecond), mbPerSec(c.Bytes, res.Duration))
 	if rss := peakRSS(); rss > 0 {
@@ -343,10 +335,10 @@ func (r *reporter) line() string {
 		speed = fmt.Sprintf(", %.1f MB/s", mbPerSec(c.Bytes, time.Since(r.start)))
 	}
 	if r.verb == "restore" {
-		return fmt.Sprintf("%d files, %s written%s", c.Files, humanBytes(c.Bytes), speed)
+		return fmt.Sprintf("%s, %s written%s", plural(c.Files, "file"), humanBytes(c.Bytes), speed)
 	}
-	return fmt.Sprintf("%d files, %s read, %s uploaded (%s new), %.1f%% deduplicated%s",
-		c.Files, humanBytes(c.Bytes), humanBytes(c.UploadedBytes), humanBytes(c.NewBytes), 100*dedupShare(c), speed)
+	return fmt.Sprintf("%s, %s read, %s uploaded (%s new), %.1f%% deduplicated%s",
+		plural(c.Files, "file"), humanBytes(c.Bytes), humanBytes(c.UploadedBytes), humanBytes(c.NewBytes), 100*c.DedupShare(), speed)
 }
 
 func (r *reporter) update() {

@@ -128,7 +128,7 @@ func printReindexReport(w io.Writer, dir string, rep store.ReindexReport) {
 	if rep.DryRun {
 		what = "dry run: would rebuild the index"
 	}
-	fmt.Fprintf(w, "%s of %s from its journal: %d entries (the database had %d)\n\n", what, dir, rep.JournalEntries, rep.DatabaseEntries)
+	fmt.Fprintf(w, "%s of %s from its journal: %s (the database had %d)\n\n", what, dir, plural(rep.JournalEntries, "entry"), rep.DatabaseEntries)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TABLE\tBEFORE\tAFTER\tADDED\tREMOVED\tCHANGED\t")
 	for _, t := range rep.Tables {
@@ -140,11 +140,11 @@ func printReindexReport(w io.Writer, dir string, rep store.ReindexReport) {
 			fmt.Fprintf(w, "  %s: %s\n", t.Table, strings.Join(t.Examples, " "))
 		}
 	}
-	fmt.Fprintf(w, "\ncontent: %d chunks verified, %d lost, %d adopted, %d removed but still on disk (left for the executor), "+
-		"%d unindexed and damaged (left for reconcile); %d packs indexed", rep.Verified, rep.DataLoss, rep.Adopted,
-		rep.Tombstoned, rep.UnindexedCorrupt, rep.PacksIndexed)
+	fmt.Fprintf(w, "\ncontent: %s verified, %d lost, %d adopted, %d removed but still on disk (left for the executor), "+
+		"%d unindexed and damaged (left for reconcile); %s indexed", plural(rep.Verified, "chunk"), rep.DataLoss, rep.Adopted,
+		rep.Tombstoned, rep.UnindexedCorrupt, plural(rep.PacksIndexed, "pack"))
 	if len(rep.PacksLeft) > 0 {
-		fmt.Fprintf(w, ", packs %v left for reconcile (torn tails)", rep.PacksLeft)
+		fmt.Fprintf(w, ", packs %s left for reconcile (torn tails)", idList(rep.PacksLeft))
 	}
 	fmt.Fprintln(w)
 	if rep.CheckpointsKept > 0 {

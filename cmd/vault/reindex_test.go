@@ -217,7 +217,7 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	mustCLI(t, bobE, append([]string{"admin", "deletions", "approve", "1"}, adminKey("bob")...)...)
 	mustCLI(t, carolE, append([]string{"admin", "deletions", "approve", "1"}, adminKey("carol")...)...)
 	clk.Advance(store.DefaultDeletionDelay)
-	if out := mustCLI(t, bobE, "admin", "execute-due"); !strings.Contains(out, "executed: [1]") {
+	if out := mustCLI(t, bobE, "admin", "execute-due"); !strings.Contains(out, "executed: 1\n") {
 		t.Fatalf("execute-due: %s", out)
 	}
 	// The admin set grows: dave joins, with the governance quorum and delay.
@@ -226,7 +226,7 @@ func TestReindexAfterDatabaseDropped(t *testing.T) {
 	mustCLI(t, bobE, append([]string{"admin", "deletions", "approve", "2"}, adminKey("bob")...)...)
 	mustCLI(t, carolE, append([]string{"admin", "deletions", "approve", "2"}, adminKey("carol")...)...)
 	clk.Advance(7*24*time.Hour + time.Hour)
-	if out := mustCLI(t, bobE, "admin", "execute-due"); !strings.Contains(out, "executed: [2]") {
+	if out := mustCLI(t, bobE, "admin", "execute-due"); !strings.Contains(out, "executed: 2\n") {
 		t.Fatalf("execute-due of the admin-set change: %s", out)
 	}
 

@@ -89,8 +89,8 @@ func runRestore(ctx context.Context, args []string, getenv func(string) string, 
 		return agentErr("restore", "reader", err)
 	}
 	cn := res.Counts
-	fmt.Fprintf(stdout, "restored snapshot %d (source %s, name %s) into %s: %d files, %d directories, %d symbolic links, %s in %s (%.1f MB/s)\n",
-		snap.ID, snap.Source, snap.Name, target, cn.Files, cn.Dirs, cn.Symlinks, humanBytes(cn.Bytes),
+	fmt.Fprintf(stdout, "restored snapshot %d (source %s, name %s) into %s: %s, %s, %s, %s in %s (%.1f MB/s)\n",
+		snap.ID, snap.Source, snap.Name, target, plural(cn.Files, "file"), plural(cn.Dirs, "directory"), plural(cn.Symlinks, "symbolic link"), humanBytes(cn.Bytes),
 		res.Duration.Round(time.Millisecond), mbPerSec(cn.Bytes, res.Duration))
 	return nil
 }
@@ -136,7 +136,7 @@ func pickFile(t *agent.Tree, name string) (agent.Entry, error) {
 		return agent.Entry{}, fmt.Errorf("no file %q in the snapshot", name)
 	}
 	if len(t.Entries) != 1 || t.Entries[0].Type != agent.TypeFile {
-		return agent.Entry{}, fmt.Errorf("--stdout without --file needs a single-file snapshot (this one has %d entries); name one with --file", len(t.Entries))
+		return agent.Entry{}, fmt.Errorf("--stdout without --file needs a single-file snapshot (this one has %s); name one with --file", plural(len(t.Entries), "entry"))
 	}
 	return t.Entries[0], nil
 }

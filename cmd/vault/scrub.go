@@ -115,8 +115,8 @@ func runScrub(ctx context.Context, args []string, getenv func(string) string, st
 			return
 		}
 		lastPrint = time.Now()
-		fmt.Fprintf(stderr, "scrub: %d chunks, %s verified, %d damaged (seq %d of %d)\n",
-			s.PassChunks, humanBytes(s.PassBytes), s.PassDamaged, s.CursorSeq, s.PassLastSeq)
+		fmt.Fprintf(stderr, "scrub: %s, %s verified, %d damaged (seq %d of %d)\n",
+			plural(s.PassChunks, "chunk"), humanBytes(s.PassBytes), s.PassDamaged, s.CursorSeq, s.PassLastSeq)
 	}})
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -132,8 +132,8 @@ func runScrub(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	} else {
 		s := rep.Status
-		fmt.Fprintf(stdout, "scrub pass: %d chunks, %s verified in %s; %d damaged, %d chunk files without a row\n",
-			s.LastPassChunks, humanBytes(s.LastPassBytes), time.Since(start).Round(time.Millisecond), s.LastPassDamaged, rep.Unindexed)
+		fmt.Fprintf(stdout, "scrub pass: %s, %s verified in %s; %d damaged, %s without a row\n",
+			plural(s.LastPassChunks, "chunk"), humanBytes(s.LastPassBytes), time.Since(start).Round(time.Millisecond), s.LastPassDamaged, plural(rep.Unindexed, "chunk file"))
 		for _, h := range rep.Damaged {
 			fmt.Fprintf(stdout, "DAMAGED %s\n", h)
 		}
@@ -143,7 +143,7 @@ func runScrub(ctx context.Context, args []string, getenv func(string) string, st
 		return errors.New("scrub: another scrub moved the pass on before this one finished")
 	}
 	if rep.Status.Damage.Open > 0 {
-		return fmt.Errorf("scrub: %d damaged chunks await a re-upload (vault scrub status --damaged lists them)", rep.Status.Damage.Open)
+		return fmt.Errorf("scrub: damaged, awaiting a re-upload: %s (vault scrub status --damaged lists them)", plural(rep.Status.Damage.Open, "chunk"))
 	}
 	return nil
 }
@@ -212,16 +212,16 @@ func runScrubStatus(ctx context.Context, args []string, getenv func(string) stri
 
 func printScrubStatus(w io.Writer, s store.ScrubStatus, now time.Time) {
 	if s.InPass {
-		fmt.Fprintf(w, "pass in progress: started %s, at seq %d of %d; %d chunks, %s verified, %d damaged so far\n",
-			fmtTime(*s.PassStartedAt), s.CursorSeq, s.PassLastSeq, s.PassChunks, humanBytes(s.PassBytes), s.PassDamaged)
+		fmt.Fprintf(w, "pass in progress: started %s, at seq %d of %d; %s, %s verified, %d damaged so far\n",
+			fmtTime(*s.PassStartedAt), s.CursorSeq, s.PassLastSeq, plural(s.PassChunks, "chunk"), humanBytes(s.PassBytes), s.PassDamaged)
 	} else {
 		fmt.Fprintln(w, "pass in progress: none")
 	}
 	if s.LastPassFinishedAt != nil {
-		fmt.Fprintf(w, "last full pass: finished %s (%s ago), took %s; %d chunks, %s; %d damaged, %d chunk files without a row\n",
+		fmt.Fprintf(w, "last full pass: finished %s (%s ago), took %s; %s, %s; %d damaged, %s without a row\n",
 			fmtTime(*s.LastPassFinishedAt), now.Sub(*s.LastPassFinishedAt).Round(time.Second),
 			s.LastPassFinishedAt.Sub(*s.LastPassStartedAt).Round(time.Second),
-			s.LastPassChunks, humanBytes(s.LastPassBytes), s.LastPassDamaged, s.LastPassUnindexed)
+			plural(s.LastPassChunks, "chunk"), humanBytes(s.LastPassBytes), s.LastPassDamaged, plural(s.LastPassUnindexed, "chunk file"))
 	} else {
 		fmt.Fprintln(w, "last full pass: never")
 	}

@@ -109,9 +109,9 @@ func runSnapshotsShow(ctx context.Context, args []string, getenv func(string) st
 		{"manifest root", s.ManifestRoot.String()},
 		{"manifests", strconv.Itoa(s.ManifestCount)},
 		{"chunks", strconv.FormatInt(s.ChunkCount, 10)},
-		{"size", fmt.Sprintf("%d bytes (%s)", s.TotalBytes, humanBytes(s.TotalBytes))},
+		{"size", fmt.Sprintf("%s (%s)", plural(s.TotalBytes, "byte"), humanBytes(s.TotalBytes))},
 		{"unique chunks", strconv.FormatInt(s.UniqueChunks, 10)},
-		{"unique size", fmt.Sprintf("%d bytes (%s)", s.UniqueBytes, humanBytes(s.UniqueBytes))},
+		{"unique size", fmt.Sprintf("%s (%s)", plural(s.UniqueBytes, "byte"), humanBytes(s.UniqueBytes))},
 		{"held", yesNo(s.Held)},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])

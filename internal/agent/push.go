@@ -318,6 +318,7 @@ func (p *pusher) run(ctx context.Context, produce func(ctx context.Context) erro
 // caller afterwards.
 func (p *pusher) addChunk(ctx context.Context, h chunk.Hash, data []byte, what string, ref bool) error {
 	if _, dup := p.seen[h]; dup {
+		p.prog.RepeatedBytes.Add(int64(len(data)))
 		return nil
 	}
 	p.seen[h] = struct{}{}

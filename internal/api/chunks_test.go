@@ -225,6 +225,56 @@ func TestRetainExtends(t *testing.T) {
 	ts.assertUnchanged(t, before)
 }
 
+// TestRetainShorterReportsEffectiveDate: asking for less than a chunk's
+// current retention changes nothing, and the answer says how long the
+// chunk is really kept, not the shorter date asked for.
+func TestRetainShorterReportsEffectiveDate(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	agent := ts.token(t, auth.RoleAgent)
+	b1, h1 := randomChunk(t, 100)
+	b2, h2 := randomChunk(t, 100)
+	ts.put(t, h1, b1, http.StatusCreated)
+	ts.put(t, h2, b2, http.StatusCreated)
+	long, longer, short := t0.Add(400*24*time.Hour), t0.Add(500*24*time.Hour), t0.Add(100*24*time.Hour)
+	for h, until := range map[chunk.Hash]time.Time{h1: long, h2: longer} {
+		if resp := ts.postJSON(t, "/v1/chunks/retain", agent, map[string]any{"hashes": []string{h.String()}, "retain_until": until}); resp.StatusCode != http.StatusOK {
+			t.Fatalf("retain %s until %v: status %d; body %s", h, until, resp.StatusCode, resp.body)
+		}
+	}
+
+	before := ts.state(t)
+	for _, tt := range []struct {
+		name   string
+		hashes []string
+		want   time.Time
+	}{
+		{"one chunk", []string{h1.String()}, long},
+		// Every listed chunk is kept at least until the earliest of them.
+		{"two chunks", []string{h2.String(), h1.String()}, long},
+		{"with an unknown hash", []string{h2.String(), strings.Repeat("ab", 32)}, longer},
+	} {
+		resp := ts.postJSON(t, "/v1/chunks/retain", agent, map[string]any{"hashes": tt.hashes, "retain_until": short})
+		var got retainResult
+		decodeJSON(t, resp, &got)
+		if resp.StatusCode != http.StatusOK || got.Extended != 0 || !got.RetainUntil.Equal(tt.want) {
+			t.Errorf("%s: retain until %v: status %d, %+v; want 200, extended 0, retain_until %v (the effective date, not the one asked for)",
+				tt.name, short, resp.StatusCode, got, tt.want)
+		}
+	}
+	ts.assertUnchanged(t, before)
+
+	// Partly longer: the ones asked for are extended, and the answer is the
+	// date asked for, which is now the earliest.
+	mid := t0.Add(450 * 24 * time.Hour)
+	resp := ts.postJSON(t, "/v1/chunks/retain", agent, map[string]any{"hashes": []string{h1.String(), h2.String()}, "retain_until": mid})
+	var got retainResult
+	decodeJSON(t, resp, &got)
+	if got.Extended != 1 || got.Unchanged != 1 || !got.RetainUntil.Equal(mid) {
+		t.Errorf("retain until %v over %v and %v: %+v; want extended 1, unchanged 1, retain_until %v", mid, long, longer, got, mid)
+	}
+}
+
 func TestPutRetainUntilHeader(t *testing.T) {
 	t.Parallel()
 	floor := t0.Add(minRetention)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -310,6 +311,9 @@ func (c Serve) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("config: log format must be json or text, got %q", c.LogFormat)
 	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
@@ -427,6 +431,24 @@ func ParseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("invalid duration %q", s)
 	}
 	return d, nil
+}
+
+// ParseLogLevel reads a log level: debug, info, warn or error, in any
+// case. slog itself would also take offsets ("info+2") and fall back
+// silently on a typo; a typo here must not quietly hide the debug lines
+// someone asked for, or flood a log meant to be quiet.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("config: log level must be one of debug, info, warn, error; got %q", s)
 }
 
 // MaxReservePercent bounds a free-space reserve given as a share: above it

@@ -389,6 +389,10 @@ func (s *Store) lookUp(ctx context.Context, q querier, sql string, hashes []chun
 
 // RetainResult tells what Retain did.
 type RetainResult struct {
+	// RetainUntil is how long every listed chunk that is stored is now
+	// kept, at least: the earliest of their retentions after the call. It
+	// is later than the date asked for when each was already kept longer
+	// (the call never shortens); with none stored, it is the date asked for.
 	RetainUntil time.Time
 	Extended    int          // chunks whose retention moved to RetainUntil
 	Unchanged   int          // chunks already retained at least that long
@@ -399,6 +403,8 @@ const extendRetentionSQL = `
 UPDATE chunks SET retain_until = @until
 WHERE hash = ANY(@hashes) AND retain_until < @until
 RETURNING hash`
+
+const earliestRetentionSQL = `SELECT min(retain_until) FROM chunks WHERE hash = ANY($1)`
 
 // Retain extends the retention of the listed chunks to until. Retention is
 // extend-only: a chunk already retained longer is left as it is and counted
@@ -439,6 +445,13 @@ func (s *Store) Retain(ctx context.Context, actor string, hashes []chunk.Hash, u
 		}
 		res.Extended = len(extended)
 		res.Unchanged = len(present) - len(extended)
+		if len(present) > 0 {
+			// Read back what holds now, so that a call asking for less
+			// reports the longer retention that stays, not its own date.
+			if err := tx.QueryRow(ctx, earliestRetentionSQL, keys).Scan(&res.RetainUntil); err != nil {
+				return dbErr("read retention", err)
+			}
+		}
 		if len(extended) == 0 {
 			return nil
 		}
