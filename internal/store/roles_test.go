@@ -313,6 +313,8 @@ func TestRuntimeRolePrivileges(t *testing.T) {
 		"holds":               "SELECT INSERT UPDATE(released_at,released_by)",
 		"issued_tokens":       "SELECT INSERT",
 		"packs_indexed":       "SELECT INSERT",
+		"replica_disappeared": "SELECT INSERT",
+		"replica_sources":     "SELECT INSERT UPDATE(url,kept_checkpoint,kept_size,alarm,alarm_at,last_pass_at,last_pass)",
 		"restic_files":        "SELECT INSERT DELETE",
 		"restic_repositories": "SELECT INSERT UPDATE(min_retention)",
 		"retention_months":    "SELECT",
