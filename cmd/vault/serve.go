@@ -32,7 +32,11 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := config.LoadServeFlags(args, getenv, newFlagSet("serve", stderr))
+	fs := newFlagSet("serve", stderr)
+	// Pull replication from a primary (replicate.go): off unless --replicate-from.
+	rf := addReplicaFlags(fs, getenv, "replicate-")
+	replicateEvery := fs.Duration("replicate-interval", time.Minute, "with --replicate-from: time between replication passes")
+	cfg, err := config.LoadServeFlags(args, getenv, fs)
 	if err != nil {
 		return err
 	}
@@ -222,6 +226,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	go runAuditLog(ctx, st, cfg.DataDir, ckpt, time.Second, log)
 	go st.WatchRevocations(ctx)
 	go runScrubLoop(ctx, st, cfg.ScrubBandwidth, cfg.ScrubInterval, log)
+	if rf.from != "" {
+		if err := runReplication(ctx, st, rf, *replicateEvery, reg, notifyFn, log); err != nil {
+			return err
+		}
+	}
 	if cfg.PprofListen != "" {
 		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
 			return err

@@ -163,6 +163,9 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(auditor, admin)).Get("/audit/proof/inclusion", h.auditInclusion)
 		r.With(h.require(auditor, admin, replicator)).Get("/audit/proof/consistency", h.auditConsistency)
 
+		r.With(h.require(auditor, admin)).Get("/replication", h.listReplication)
+		r.With(h.require(admin)).Post("/replication/{source}/acknowledge", h.acknowledgeReplication)
+
 		r.With(h.require(auditor, admin)).Get("/restic/repositories", h.listResticRepositories)
 		r.With(h.require(admin)).Put("/restic/repositories/{repo}/retention", h.setResticRetention)
 	})
