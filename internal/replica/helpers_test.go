@@ -280,11 +280,14 @@ func (v *vault) delete(t testing.TB, prefix string, snapshots ...int64) store.Ru
 // replicaOf returns a replicator on r pulling from p.
 func replicaOf(t testing.TB, r, p *vault, o replica.Options) *replica.Replicator {
 	t.Helper()
-	c, err := client.New(p.srv.URL, p.token(t, auth.RoleReplicator), p.srv.Client())
-	if err != nil {
-		t.Fatal(err)
+	if o.Primary == nil {
+		c, err := client.New(p.srv.URL, p.token(t, auth.RoleReplicator), p.srv.Client())
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Primary = c
 	}
-	o.Source, o.URL, o.Primary, o.Store, o.Clock = "primary", p.srv.URL, c, r.st, r.clk
+	o.Source, o.URL, o.Store, o.Clock = "primary", p.srv.URL, r.st, r.clk
 	o.Log = slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if o.Notify == nil {
 		o.Notify = func(_ context.Context, e store.Event) {

@@ -15,7 +15,9 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/wormvault/wormvault/internal/audit"
+	"github.com/wormvault/wormvault/internal/auth"
 	"github.com/wormvault/wormvault/internal/chunk"
+	"github.com/wormvault/wormvault/internal/client"
 	"github.com/wormvault/wormvault/internal/manifest"
 	"github.com/wormvault/wormvault/internal/pgtest"
 	"github.com/wormvault/wormvault/internal/replica"
@@ -431,4 +433,37 @@ func mustManifest(t testing.TB, chunks, children []chunk.Hash) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestScopedReplicatorCopiesOnlyItsSources: a replicator token scoped to
+// db01 copies db01's snapshots and nothing of web01's, and does not report
+// web01's snapshots as disappeared.
+func TestScopedReplicatorCopiesOnlyItsSources(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p, r := newVault(t, "wv-primary", "p"), newVault(t, "wv-replica", "r")
+	p.backup(t, "db01", "mon", epoch.AddDate(1, 0, 0), 100, 200)
+	_, web := p.backup(t, "web01", "mon", epoch.AddDate(1, 0, 0), 300)
+	p.sign(t)
+	tok, _, err := p.issuer.IssueScoped(auth.RoleReplicator, "db-site", 24*time.Hour, auth.Scope{Sources: []string{"db01"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(p.srv.URL, tok, p.srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := replicaOf(t, r, p, replica.Options{Primary: c})
+	rep, err := rp.Pass(ctx)
+	if err != nil || rep.Snapshots != 1 || rep.PrimarySnapshots != 1 || rep.Disappeared != 0 {
+		t.Fatalf("scoped pass %+v, %v; want db01/mon only", rep, err)
+	}
+	if _, ok := r.snapshots(t)["web01/mon"]; ok {
+		t.Fatal("copied a snapshot outside the token's scope")
+	}
+	for h := range web {
+		if _, err := r.st.Stat(ctx, h); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("web01's chunk %s on the replica (%v)", h, err)
+		}
+	}
 }
