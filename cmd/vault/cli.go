@@ -77,6 +77,14 @@ func commands() *cmd {
 						return runScrubStatus(ctx, a, e.getenv, e.stdout, e.stderr)
 					}},
 			}},
+		{name: "replicate", usage: replicateUsage, summary: "pull one replication pass from a primary vault into this one (server stopped); status, acknowledge",
+			run: func(ctx context.Context, a []string, e cliEnv) error {
+				return runReplicate(ctx, a, e.getenv, e.stdout, e.stderr)
+			},
+			subs: []*cmd{
+				leaf("status", "[flags]", "the primaries this vault pulls from: last pass, kept checkpoint, alarm, disappearances", runReplicateStatus),
+				leaf("acknowledge", "[flags] --source NAME --reason TEXT", "clear a replication alarm (admin): the next pass pins the primary's current checkpoint", runReplicateAcknowledge),
+			}},
 		{name: "token", summary: "issue, list or revoke access tokens; rotate the token-signing key", subs: []*cmd{
 			leaf("issue", "[flags]", "issue a token for a role (printed once, on stdout)", runTokenIssue),
 			leaf("list", "[flags]", "the tokens issued, with their state", runTokenList),

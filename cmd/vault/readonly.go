@@ -170,3 +170,15 @@ func runAdoptOrphans(ctx context.Context, st *store.Store, every time.Duration, 
 		}
 	}
 }
+
+// reconcileOnce runs the whole reconcile in the foreground, for commands
+// that open the store without serving (vault replicate).
+func reconcileOnce(ctx context.Context, st *store.Store, log *slog.Logger) error {
+	start := time.Now()
+	rep, err := st.Reconcile(ctx)
+	if err != nil {
+		return err
+	}
+	logReconcile(rep, time.Since(start), log)
+	return nil
+}

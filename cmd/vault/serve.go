@@ -34,7 +34,11 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := config.LoadServeFlags(args, getenv, newFlagSet("serve", stderr))
+	fs := newFlagSet("serve", stderr)
+	// Pull replication from a primary (replicate.go): off unless --replicate-from.
+	rf := addReplicaFlags(fs, getenv, "replicate-")
+	replicateEvery := fs.Duration("replicate-interval", time.Minute, "with --replicate-from: time between replication passes")
+	cfg, err := config.LoadServeFlags(args, getenv, fs)
 	if err != nil {
 		return err
 	}
@@ -271,6 +275,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	startExecutor := func() { go runExecutor(ctx, st, cfg.ExecutorInterval, log) }
 	if err := reconcileAtStart(ctx, st, readOnlyRetry, log, startExecutor); err != nil {
 		return err
+	}
+	// Replication writes through the store like an upload: it starts once
+	// uploads are admitted.
+	if rf.from != "" {
+		if err := runReplication(ctx, st, rf, *replicateEvery, reg, notifyFn, log); err != nil {
+			return err
+		}
 	}
 	log.Info("vault serving", "vault_id", v.ID, "url", hs.url(), "version", version())
 	return hs.wait(ctx, cfg.ShutdownTimeout, log)

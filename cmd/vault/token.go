@@ -41,13 +41,13 @@ func runTokenIssue(ctx context.Context, args []string, getenv func(string) strin
 	fs := newFlagSet("token issue", stderr)
 	dir := fs.String("data-dir", getenv("VAULT_DATA_DIR"), "vault data directory (VAULT_DATA_DIR)")
 	url := fs.String("database-url", getenv("VAULT_DATABASE_URL"), "PostgreSQL URL, where the token is registered (VAULT_DATABASE_URL)")
-	roleName := fs.String("role", "", "agent, reader, auditor, admin or metrics")
+	roleName := fs.String("role", "", "agent, reader, auditor, admin, metrics or replicator")
 	subject := fs.String("subject", "", "who the token is for (one person or agent; approvals count per subject)")
 	ttlText := fs.String("ttl", "24h", "lifetime, e.g. 15m, 24h, 30d (at most 366d)")
 	var sources, repos listFlag
-	fs.Var(&sources, "source", "agent/reader: a source the token may write (agent) or read (reader); glob patterns (web-*) allowed; repeatable or comma-separated")
-	fs.Var(&repos, "restic-repo", "agent/reader: a restic repository the token may create, write and read; glob patterns allowed; repeatable or comma-separated")
-	allSources := fs.Bool("all-sources", false, "agent/reader: every source and restic repository (NOT recommended: one stolen token then reaches every backup)")
+	fs.Var(&sources, "source", "agent/reader/replicator: a source the token may write (agent), read (reader) or copy (replicator); glob patterns (web-*) allowed; repeatable or comma-separated")
+	fs.Var(&repos, "restic-repo", "agent/reader/replicator: a restic repository the token may create, write and read; glob patterns allowed; repeatable or comma-separated")
+	allSources := fs.Bool("all-sources", false, "agent/reader/replicator: every source and restic repository (NOT recommended: one stolen token then reaches every backup)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func runTokenIssue(ctx context.Context, args []string, getenv func(string) strin
 	var scope *auth.Scope
 	switch {
 	case !auth.Scoped(role) && (len(sources) > 0 || len(repos) > 0 || *allSources):
-		return fmt.Errorf("token issue: %s tokens have no scope: --source, --restic-repo and --all-sources are for agent and reader tokens", role)
+		return fmt.Errorf("token issue: %s tokens have no scope: --source, --restic-repo and --all-sources are for agent, reader and replicator tokens", role)
 	case !auth.Scoped(role):
 	case *allSources && (len(sources) > 0 || len(repos) > 0):
 		return errors.New("token issue: --all-sources cannot be combined with --source or --restic-repo")

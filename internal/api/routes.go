@@ -101,6 +101,9 @@ func NewHandler(o Options) http.Handler {
 		reader  = auth.RoleReader
 		auditor = auth.RoleAuditor
 		admin   = auth.RoleAdmin
+		// A replica pulling from this vault (docs/replication.md): it
+		// reads what it copies and audits, and writes nothing.
+		replicator = auth.RoleReplicator
 	)
 
 	r := chi.NewRouter()
@@ -127,23 +130,23 @@ func NewHandler(o Options) http.Handler {
 		r.Use(h.authenticate, limit)
 
 		r.With(h.require(agent)).Put("/chunks/{hash}", h.putChunk)
-		r.With(h.require(agent, reader, auditor, admin)).Head("/chunks/{hash}", h.headChunk)
-		r.With(h.require(reader)).Get("/chunks/{hash}", h.getChunk)
+		r.With(h.require(agent, reader, auditor, admin, replicator)).Head("/chunks/{hash}", h.headChunk)
+		r.With(h.require(reader, replicator)).Get("/chunks/{hash}", h.getChunk)
 		r.With(h.require(agent)).Post("/chunks/batch", h.putBatch)
-		r.With(h.require(agent)).Post("/chunks/missing", h.missingChunks)
+		r.With(h.require(agent, replicator)).Post("/chunks/missing", h.missingChunks)
 		r.With(h.require(agent)).Post("/chunks/retain", h.retainChunks)
 		r.With(h.require(auditor, admin)).Get("/chunks/{hash}/retention", h.chunkRetention)
 		r.With(h.require(auditor, admin)).Get("/damaged", h.listDamaged)
 		r.With(h.require(auditor, admin)).Get("/scrub", h.scrubStatus)
 
 		r.With(h.require(agent)).Post("/snapshots", h.commitSnapshot)
-		r.With(h.require(reader, auditor, admin)).Get("/snapshots", h.listSnapshots)
-		r.With(h.require(reader, auditor, admin)).Get("/snapshots/{id}", h.getSnapshot)
+		r.With(h.require(reader, auditor, admin, replicator)).Get("/snapshots", h.listSnapshots)
+		r.With(h.require(reader, auditor, admin, replicator)).Get("/snapshots/{id}", h.getSnapshot)
 		r.With(h.require(agent)).Post("/snapshots/{id}/retain", h.retainSnapshot)
 
 		r.With(h.require(admin)).Post("/holds", h.placeHold)
-		r.With(h.require(auditor, admin)).Get("/holds", h.listHolds)
-		r.With(h.require(auditor, admin)).Get("/holds/{id}", h.getHold)
+		r.With(h.require(auditor, admin, replicator)).Get("/holds", h.listHolds)
+		r.With(h.require(auditor, admin, replicator)).Get("/holds/{id}", h.getHold)
 		r.With(h.require(admin)).Delete("/holds/{id}", h.releaseHold)
 
 		r.With(h.require(auditor, admin)).Get("/retention/summary", h.retentionSummary)
@@ -168,11 +171,14 @@ func NewHandler(o Options) http.Handler {
 		r.With(h.require(admin)).Put("/policies/{name}", h.setPolicy)
 
 		r.With(h.require(auditor)).Get("/audit", h.auditEntries)
-		r.With(h.require(auditor, admin)).Get("/audit/checkpoint", h.auditCheckpoint)
-		r.With(h.require(auditor, admin)).Get("/audit/key", h.auditKey)
-		r.With(h.require(auditor, admin)).Get("/audit/entries", h.auditLeaves)
+		r.With(h.require(auditor, admin, replicator)).Get("/audit/checkpoint", h.auditCheckpoint)
+		r.With(h.require(auditor, admin, replicator)).Get("/audit/key", h.auditKey)
+		r.With(h.require(auditor, admin, replicator)).Get("/audit/entries", h.auditLeaves)
 		r.With(h.require(auditor, admin)).Get("/audit/proof/inclusion", h.auditInclusion)
-		r.With(h.require(auditor, admin)).Get("/audit/proof/consistency", h.auditConsistency)
+		r.With(h.require(auditor, admin, replicator)).Get("/audit/proof/consistency", h.auditConsistency)
+
+		r.With(h.require(auditor, admin)).Get("/replication", h.listReplication)
+		r.With(h.require(admin)).Post("/replication/{source}/acknowledge", h.acknowledgeReplication)
 
 		r.With(h.require(auditor, admin)).Get("/quotas", h.listQuotas)
 		r.With(h.require(admin)).Put("/quotas", h.setQuota)

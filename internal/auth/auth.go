@@ -33,14 +33,18 @@ const (
 	RoleAdmin Role = "admin"
 	// RoleMetrics reads /metrics and nothing else (a Prometheus scraper).
 	RoleMetrics Role = "metrics"
+	// RoleReplicator is a second vault pulling from this one: it lists
+	// snapshots and holds, reads chunks and the audit log's checkpoints
+	// and proofs, and asks which chunks are gone. It writes nothing.
+	RoleReplicator Role = "replicator"
 )
 
 // ParseRole returns the Role named s. It accepts exactly "agent", "reader",
-// "auditor", "admin" and "metrics" (case-sensitive) and returns an error
-// otherwise.
+// "auditor", "admin", "metrics" and "replicator" (case-sensitive) and
+// returns an error otherwise.
 func ParseRole(s string) (Role, error) {
 	switch r := Role(s); r {
-	case RoleAgent, RoleReader, RoleAuditor, RoleAdmin, RoleMetrics:
+	case RoleAgent, RoleReader, RoleAuditor, RoleAdmin, RoleMetrics, RoleReplicator:
 		return r, nil
 	}
 	return "", fmt.Errorf("auth: unknown role %q", s)
@@ -54,7 +58,7 @@ type Principal struct {
 	ExpiresAt time.Time
 	// KeyID names the signing key that issued the token.
 	KeyID string
-	// Scope is what an agent or reader may reach; roles without a scope
+	// Scope is what an agent, reader or replicator may reach; roles without a scope
 	// (auditor, admin, metrics) get AllSources, as they write no backups.
 	Scope Scope
 }

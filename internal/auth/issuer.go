@@ -32,7 +32,7 @@ const (
 type Claims struct {
 	jwt.RegisteredClaims
 	Role Role `json:"role"`
-	// Scope is required for agent and reader tokens and absent from the
+	// Scope is required for agent, reader and replicator tokens and absent from the
 	// others (see Scoped).
 	Scope *Scope `json:"scope,omitempty"`
 }
@@ -55,7 +55,7 @@ func (c Claims) Validate() error {
 	return checkScope(c.Role, c.Scope)
 }
 
-// checkScope requires a valid scope on agent and reader tokens and none on
+// checkScope requires a valid scope on agent, reader and replicator tokens and none on
 // the others. An agent or reader token without one was issued before
 // scopes existed: it is refused, never taken as all sources, so that an
 // upgrade cannot leave unscoped tokens working unnoticed.
@@ -119,7 +119,7 @@ func NewIssuer(key ed25519.PrivateKey, vaultID string, clk clock.Clock) *Issuer 
 
 // Issue returns a signed token for subject with role, valid for ttl from now,
 // and the claims it carries, for the roles that carry no scope (auditor,
-// admin, metrics); agent and reader tokens need IssueScoped. It returns an
+// admin, metrics); agent, reader and replicator tokens need IssueScoped. It returns an
 // error for an invalid role, an empty, overlong (over MaxSubjectLen) or
 // non-printable subject, or a ttl that is not positive or exceeds MaxTTL.
 func (i *Issuer) Issue(role Role, subject string, ttl time.Duration) (token string, claims Claims, err error) {

@@ -38,9 +38,10 @@ type Scope struct {
 // AllSources is the unrestricted scope.
 func AllSources() Scope { return Scope{All: true} }
 
-// Scoped reports whether tokens of role r carry a scope: agents and readers
-// do; the other roles never write backups and read only metadata.
-func Scoped(r Role) bool { return r == RoleAgent || r == RoleReader }
+// Scoped reports whether tokens of role r carry a scope: agents, readers
+// and replicators do (a replicator copies the sources its scope names);
+// the other roles never write backups and read only metadata.
+func Scoped(r Role) bool { return r == RoleAgent || r == RoleReader || r == RoleReplicator }
 
 // Validate checks that s is either All alone, or names at least one source
 // or repository pattern, each valid for path.Match, at most

@@ -316,6 +316,8 @@ func TestRuntimeRolePrivileges(t *testing.T) {
 		"quota_daily":         "SELECT",
 		"quota_settings":      "SELECT INSERT",
 		"quota_totals":        "SELECT",
+		"replica_disappeared": "SELECT INSERT",
+		"replica_sources":     "SELECT INSERT UPDATE(url,kept_checkpoint,kept_size,alarm,alarm_at,last_pass_at,last_pass)",
 		"restic_files":        "SELECT INSERT DELETE",
 		"restic_repositories": "SELECT INSERT UPDATE(min_retention)",
 		"retention_months":    "SELECT",

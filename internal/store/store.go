@@ -420,7 +420,8 @@ func (s *Store) hashLock(h chunk.Hash) *sync.Mutex {
 // Event is a deletion, damage or scrub event, as sent to Options.Notify.
 type Event struct {
 	// deletion.requested, .approved, .scheduled, .cancelled, .expired,
-	// .executed; chunk.damaged, chunk.repaired; scrub.pass
+	// .executed; chunk.damaged, chunk.repaired; scrub.pass;
+	// replica.disappeared, replica.alarm
 	Type     string    `json:"type"`
 	At       time.Time `json:"at"`
 	Actor    string    `json:"actor"`
@@ -429,6 +430,21 @@ type Event struct {
 	Damage *Damage `json:"damage,omitempty"`
 	// Scrub is set for scrub.pass.
 	Scrub *ScrubStatus `json:"scrub,omitempty"`
+	// Replica is set for replica.disappeared and replica.alarm.
+	Replica *ReplicaAlert `json:"replica,omitempty"`
+}
+
+// ReplicaAlert is what a replica reports about its primary: something it
+// still holds disappeared from the primary, or the primary's log no
+// longer extends the checkpoint the replica kept.
+type ReplicaAlert struct {
+	Source string `json:"source"`
+	URL    string `json:"url"`
+	// Kind and Item name what disappeared (replica.disappeared).
+	Kind string `json:"kind,omitempty"`
+	Item string `json:"item,omitempty"`
+	// Reason says why replication stopped (replica.alarm).
+	Reason string `json:"reason,omitempty"`
 }
 
 func (s *Store) notify(ctx context.Context, typ, actor string, d Deletion) {
