@@ -231,11 +231,11 @@ func TestAdminDeletionCommands(t *testing.T) {
 		}
 	}
 	clk.Advance(store.DefaultDeletionDelay) // short of the governance delay
-	if r := run(bob, "admin", "execute-due"); r.err != nil || strings.Contains(r.stdout, "executed: [3]") {
+	if r := run(bob, "admin", "execute-due"); r.err != nil || strings.Contains(r.stdout, "executed: 3\n") {
 		t.Fatalf("policy change executed before the governance delay: %v\n%s", r.err, r.stdout)
 	}
 	clk.Advance(7 * 24 * time.Hour)
-	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: [3]") {
+	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: 3\n") {
 		t.Fatalf("execute policy change: %v\n%s", r.err, r.stdout)
 	}
 	if r := run(token(auth.RoleAuditor, "eve"), "admin", "policies", "show", "standard"); r.err != nil ||
@@ -276,7 +276,7 @@ func TestAdminDeletionCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(7 * 24 * time.Hour)
-	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: [4]") {
+	if r := run(bob, "admin", "execute-due"); r.err != nil || !strings.Contains(r.stdout, "executed: 4\n") {
 		t.Fatalf("execute expiry authorisation: %v\n%s", r.err, r.stdout)
 	}
 	clk.Advance(store.DefaultMinRetention)

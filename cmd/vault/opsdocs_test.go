@@ -23,9 +23,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wormvault/wormvault/internal/chunk"
 	"github.com/wormvault/wormvault/internal/pgtest"
+	"github.com/wormvault/wormvault/internal/replica"
 	"github.com/wormvault/wormvault/migrations"
 )
 
@@ -36,6 +38,38 @@ const operationsDoc = "../../docs/operations.md"
 var notMetrics = map[string]bool{
 	migrations.RuntimeRole: true, // the database group role
 }
+
+// replicaOnly are the metrics only a replicating vault exports (serve
+// --replicate-from, or vault replicate): described in the guide's "A
+// second location" section, read from the replicator's own registration.
+var replicaOnly = func() map[string]bool {
+	names := map[string]bool{}
+	replica.NewMetrics(registerFunc(func(c prometheus.Collector) error {
+		ch := make(chan *prometheus.Desc)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			if m := regexp.MustCompile(`fqName: "([a-z0-9_]+)"`).FindStringSubmatch(d.String()); m != nil {
+				names[m[1]] = true
+			}
+		}
+		return nil
+	}))
+	return names
+}()
+
+// registerFunc is a prometheus.Registerer that hands each collector to a
+// function.
+type registerFunc func(prometheus.Collector) error
+
+func (f registerFunc) Register(c prometheus.Collector) error { return f(c) }
+func (f registerFunc) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := f(c); err != nil {
+			panic(err)
+		}
+	}
+}
+func (f registerFunc) Unregister(prometheus.Collector) bool { return false }
 
 // docMetric is one row of the Monitoring section's metrics table.
 type docMetric struct {
@@ -155,6 +189,19 @@ func TestOperationsDocListsEveryMetric(t *testing.T) {
 	mustRunVault(t, bin, "init", "--data-dir", dir)
 	agent := mustIssueToken(t, bin, dir, db.URL, "agent", "web01")
 	metrics := mustIssueToken(t, bin, dir, db.URL, "metrics", "prometheus")
+	// A subject with a total quota of 0 bytes: its first upload is refused
+	// (507), which makes the quota metrics appear.
+	quota01 := mustIssueToken(t, bin, dir, db.URL, "agent", "quota01")
+	conn, err := pgx.Connect(context.Background(), db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(context.Background(), `INSERT INTO quota_settings (subject, total_bytes, set_at, set_by, reason)
+		VALUES ('quota01', 0, now(), 'opsdocs', 'test')`)
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatalf("set a quota: %v", err)
+	}
 	srv := mustStartVault(t, bin, "--data-dir", dir, "--database-url", db.URL, "--listen", "127.0.0.1:0",
 		"--max-conns-per-client", "2")
 	c := newTestClient(t)
@@ -188,6 +235,11 @@ func TestOperationsDocListsEveryMetric(t *testing.T) {
 		t.Fatalf("batch: %d, %v", resp.StatusCode, err)
 	}
 
+	qdata := []byte("opsdocs quota chunk")
+	if code, err := putChunk(c, srv.url, quota01, chunk.Sum(qdata), qdata); err != nil || code != http.StatusInsufficientStorage {
+		t.Fatalf("upload over a total quota of 0: %d, %v; want 507", code, err)
+	}
+
 	// Three idle connections from 127.0.0.2 against a per-client cap of
 	// two: the third is closed on accept (reason per_client).
 	addr := strings.TrimPrefix(srv.url, "http://")
@@ -205,7 +257,8 @@ func TestOperationsDocListsEveryMetric(t *testing.T) {
 		scraped = scrapedFamilies(t, mustScrape(t, c, srv.url, metrics))
 		return len(scraped["wormvault_connections_refused_total"].labels) > 0
 	})
-	for _, must := range []string{"wormvault_batch_chunks_refused_total", "wormvault_http_request_duration_seconds", "wormvault_deletions"} {
+	for _, must := range []string{"wormvault_batch_chunks_refused_total", "wormvault_http_request_duration_seconds", "wormvault_deletions",
+		"wormvault_quota_refusals_total", "wormvault_quota_used_bytes"} {
 		if len(scraped[must].labels) == 0 {
 			t.Fatalf("%s was not exported with its labels after the events that make it appear; got %v", must, scraped[must])
 		}
@@ -229,8 +282,13 @@ func TestOperationsDocListsEveryMetric(t *testing.T) {
 				fam = f
 			}
 		}
-		if _, ok := scraped[fam]; !ok && !notMetrics[name] {
+		if _, ok := scraped[fam]; !ok && !notMetrics[name] && !replicaOnly[name] {
 			t.Errorf("%s names %s, which the server does not export", operationsDoc, name)
+		}
+	}
+	for name := range replicaOnly {
+		if !strings.Contains(doc, name) {
+			t.Errorf("%s: the replica metric %s is not described", operationsDoc, name)
 		}
 	}
 	t.Logf("%d wormvault_ metric families exported, %d rows in the table", len(scraped), len(table))

@@ -83,7 +83,7 @@ func (f *replicaFlags) options(prefix string) (replica.Options, error) {
 	var o replica.Options
 	u, err := url.Parse(f.from)
 	if f.from == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return o, fmt.Errorf("--%sfrom %q: want the primary's URL, http(s)://host[:port]", prefix, f.from)
+		return o, fmt.Errorf("--%s %q: want the primary's URL, http://host[:port] or https://host[:port]", prefix+"from", f.from)
 	}
 	if f.tokenFile == "" {
 		return o, fmt.Errorf("--%stoken-file is required: a replicator token from the primary (vault token issue --role replicator)", prefix)
@@ -158,8 +158,8 @@ func runReplicate(ctx context.Context, args []string, getenv func(string) string
 			return
 		}
 		lastPrint = time.Now()
-		fmt.Fprintf(stderr, "replicate: %d/%d snapshots, %d chunks, %s fetched (%s)\n",
-			p.SnapshotsDone, p.SnapshotsTotal, p.Chunks, humanBytes(p.Bytes), p.Snapshot)
+		fmt.Fprintf(stderr, "replicate: %d/%s, %s, %s fetched (%s)\n",
+			p.SnapshotsDone, plural(p.SnapshotsTotal, "snapshot"), plural(p.Chunks, "chunk"), humanBytes(p.Bytes), p.Snapshot)
 	}
 	rp, err := replica.New(o)
 	if err != nil {
@@ -181,9 +181,10 @@ func runReplicate(ctx context.Context, args []string, getenv func(string) string
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "replicated from %s (checkpoint %d) in %s: %d of %d snapshots new, %d extended, %d holds, %d chunks (%s) fetched; "+
-			"%d copied chunks checked, %d disappeared\n", o.Source, rep.CheckpointSize, time.Since(start).Round(time.Millisecond),
-			rep.Snapshots, rep.PrimarySnapshots, rep.Extended, rep.Holds, rep.Chunks, humanBytes(rep.Bytes), rep.ChunksChecked, rep.Disappeared)
+		fmt.Fprintf(stdout, "replicated from %s (checkpoint %d) in %s: snapshots: %d new of %d, %d extended; holds: %d; "+
+			"chunks fetched: %d (%s); copied chunks checked: %d; disappeared: %d\n", o.Source, rep.CheckpointSize,
+			time.Since(start).Round(time.Millisecond), rep.Snapshots, rep.PrimarySnapshots, rep.Extended, rep.Holds,
+			rep.Chunks, humanBytes(rep.Bytes), rep.ChunksChecked, rep.Disappeared)
 		for _, f := range rep.Failed {
 			fmt.Fprintf(stdout, "FAILED %s\n", f)
 		}
